@@ -1,0 +1,65 @@
+# mmcourse: `make course` runs the whole course; `make test` runs the test suite.
+# Both create .venv and install the locked environment first (Python 3.11, ~6 GB).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml build-constraints.txt | sha256sum | cut -c1-12)
+PROFILE ?= smoke
+NB ?=
+export UV_LINK_MODE ?= copy
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: course test lab data models dashboard release check-release bench doctor env lock clean
+
+course: models ## execute every solution notebook into build/ (HTML, report.json, summary)
+	$(PY) -m mmcourse run --profile $(PROFILE) $(NB)
+	@echo "Open build/index.html for the executed notebooks."
+
+test: models ## unit tests + notebook tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+env: $(STAMP) ## create .venv with the locked environment
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==0.13.9
+	$(UV) pip sync -q --python $(PY) --build-constraints build-constraints.txt requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+	@echo "environment ready: $$(du -sh $(VENV) | cut -f1) in $(VENV)"
+
+models: env ## fetch, verify and convert the pretrained models (~1 GB in ~/.cache/mmcourse)
+	$(PY) -m mmcourse fetch models
+
+data: env ## download and prepare the real datasets into MMCOURSE_DATA_DIR
+	$(PY) -m mmcourse fetch data $(DATA)
+
+doctor: env
+	$(PY) -m mmcourse doctor
+
+lab: env ## JupyterLab on the student notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+release: env ## regenerate notebooks/ from solutions/ (and strip outputs from sources)
+	$(PY) -m mmcourse release
+
+check-release: env
+	$(PY) -m mmcourse check-release
+
+dashboard: env ## live training dashboard (visdom on 127.0.0.1)
+	@echo "The offline visdom dashboard arrives with the training-engine issue (#4); until then"; \
+	 echo "training curves are drawn inline in the notebooks."; exit 1
+
+bench: env ## speed/memory benchmarks (figures and ratios)
+	@set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
+
+lock: ## re-resolve requirements.in into requirements.lock and environment.yml
+	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --build-constraints build-constraints.txt --no-header --annotation-style line -o requirements.lock
+	$(PY) .ci/environment_yml.py > environment.yml
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,118 @@
+"""Exercise checks (how they work: notebook 00_welcome, "Exercises and checks").
+
+Each exercise in a notebook is a function whose body the learner writes. The cell after it
+calls ``mmcourse.checks.nbNN.check_<exercise>(the_function)``, which prints one verdict:
+
+* ``✓`` the answer matches the reference;
+* ``✗`` it does not: what was expected, what was found, and a hint for the likely mistake;
+* ``… pending`` the exercise still raises ``NotImplementedError`` (not attempted yet).
+
+In a student copy neither ✗ nor pending stops the notebook: later cells use the library's
+own implementation. When ``MMCOURSE_STRICT_CHECKS=1`` (set by ``mmcourse run`` for the
+instructor notebooks in ``solutions/``) both raise :class:`CheckFailed`, so CI catches a
+solution that regressed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+
+class CheckFailed(AssertionError):
+    """Raised by a failed or pending check in strict mode (instructor copies, CI)."""
+
+
+def strict() -> bool:
+    """True when failed checks must raise (``MMCOURSE_STRICT_CHECKS=1``)."""
+    return os.environ.get("MMCOURSE_STRICT_CHECKS", "") not in ("", "0", "false", "False")
+
+
+def passed(name: str, detail: str = "") -> bool:
+    """Print a ✓ verdict."""
+    print(f"✓ {name}: correct" + (f" ({detail})" if detail else ""))
+    return True
+
+
+def failed(name: str, expected: Any, found: Any, hint: str = "") -> bool:
+    """Print a ✗ verdict with expected vs. found and a hint; raise in strict mode."""
+    msg = f"✗ {name}: expected {expected}, found {found}." + (f"\n  Hint: {hint}" if hint else "")
+    print(msg)
+    if strict():
+        raise CheckFailed(msg)
+    return False
+
+
+def pending(name: str, fallback: str = "") -> bool:
+    """Print that an exercise is not attempted yet; raise in strict mode."""
+    msg = f"… pending {name}: not attempted yet (it still raises NotImplementedError)."
+    if fallback:
+        msg += f" The notebook continues with {fallback}."
+    print(msg)
+    if strict():
+        raise CheckFailed(msg)
+    return False
+
+
+_PENDING = object()
+
+
+def attempt(name: str, fn: Callable, *args: Any, fallback: str = "", **kwargs: Any) -> Any:
+    """Call the learner's function; on ``NotImplementedError`` report pending and return ``PENDING``.
+
+    Any other exception becomes a ✗ verdict that names the exception, instead of a traceback.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        pending(name, fallback)
+    except CheckFailed:
+        raise
+    except Exception as e:  # the learner's code crashed: say how, keep the notebook going
+        failed(name, "a result", f"{type(e).__name__}: {e}",
+               "read the error above the line that raised it; run the function on the example by hand")
+    return _PENDING
+
+
+def is_pending(result: Any) -> bool:
+    """True when :func:`attempt` could not get a result."""
+    return result is _PENDING
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def close(name: str, found: Any, expected: Any, *, atol: float = 1e-6, rtol: float = 1e-5,
+          mistakes: Iterable[tuple[Any, str]] = (), hint: str = "") -> bool:
+    """Compare an array-like answer with the reference; recognise typical mistakes.
+
+    ``mistakes`` pairs the value a typical mistake would produce with the hint to give when the
+    answer equals it (e.g. the dot product without normalisation → "divide by the norms").
+    """
+    if found is None:
+        return failed(name, "an array", "None", "did you forget to `return` the result?")
+    got, want = _as_array(found), _as_array(expected)
+    if got.shape != want.shape:
+        extra = " — the axes look swapped; check which axis you reduce or transpose" \
+            if sorted(got.shape) == sorted(want.shape) else ""
+        return failed(name, f"shape {want.shape}", f"shape {got.shape}", hint + extra)
+    if not np.issubdtype(got.dtype, np.number) and got.dtype != bool:
+        return failed(name, f"numbers ({want.dtype})", f"dtype {got.dtype}", hint)
+    if np.allclose(got, want, atol=atol, rtol=rtol, equal_nan=False):
+        err = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if got.size else 0.0
+        return passed(name, f"max abs difference {err:.1e}")
+    for wrong, why in mistakes:
+        w = _as_array(wrong)
+        if w.shape == got.shape and np.allclose(got, w, atol=atol, rtol=rtol):
+            return failed(name, _short(want), _short(got), why)
+    return failed(name, _short(want), _short(got), hint)
+
+
+def _short(x: np.ndarray) -> str:
+    with np.printoptions(precision=4, suppress=True, threshold=6, edgeitems=2):
+        return np.array2string(np.asarray(x), separator=", ").replace("\n", "")

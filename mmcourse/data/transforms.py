@@ -1,0 +1,86 @@
+"""Per-modality transforms for the dataset loaders.
+
+Images (notebooks 02, 04, 08, 09): loaders return float tensors ``(C, H, W)`` in [0, 1];
+:func:`normalize` / :func:`image_augment` are the usual next steps. Audio (notebooks 03, 10):
+:func:`log_mel` is the feature the course uses everywhere (25 ms windows, 10 ms hop).
+Text (notebooks 04, 08): :func:`clean_caption` normalises a caption before tokenising.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(C, H, W)`` in [0, 255] → float32 in [0, 1]."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
+
+
+def normalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Channel-wise ``(x - mean) / std``; a 1-channel image uses the mean of ``mean``/``std``."""
+    c = image.shape[-3]
+    m = torch.tensor(mean[:c] if c == len(mean) else [sum(mean) / len(mean)] * c, dtype=image.dtype)
+    s = torch.tensor(std[:c] if c == len(std) else [sum(std) / len(std)] * c, dtype=image.dtype)
+    return (image - m[:, None, None]) / s[:, None, None]
+
+
+def image_augment(size: int, scale: tuple[float, float] = (0.7, 1.0), flip: bool = True):
+    """Training augmentation for float image tensors: random resized crop (+ horizontal flip)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomResizedCrop(size, scale=scale, antialias=True)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Repeat a grayscale ``(1, H, W)`` image to 3 channels (ImageNet backbones), or check it fits."""
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return image.expand(channels, *image.shape[1:]).contiguous()
+    if channels == 1:
+        return image.mean(0, keepdim=True)
+    raise ValueError(f"cannot turn {image.shape[0]} channels into {channels}")
+
+
+def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 64, win_ms: float = 25.0,
+            hop_ms: float = 10.0, eps: float = 1e-6) -> torch.Tensor:
+    """Waveform ``(T,)`` → natural-log mel power spectrogram ``(n_mels, frames)`` (notebook 03).
+
+    Window ``win_ms`` (Hann), hop ``hop_ms``, FFT size the next power of two, mel filters up to
+    Nyquist (HTK scale, as in torchaudio's default).
+    """
+    win = int(round(sample_rate * win_ms / 1000))
+    hop = int(round(sample_rate * hop_ms / 1000))
+    mel = _mel(sample_rate, win, hop, n_mels)
+    return torch.log(mel(wave.float()) + eps)
+
+
+@functools.lru_cache(maxsize=16)
+def _mel(sample_rate: int, win: int, hop: int, n_mels: int):
+    import torchaudio
+
+    n_fft = 1 << (win - 1).bit_length()
+    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=win,
+                                                hop_length=hop, n_mels=n_mels, power=2.0)
+
+
+def pad_or_trim(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad or cut the last dimension to exactly ``length`` samples."""
+    n = wave.shape[-1]
+    if n >= length:
+        return wave[..., :length]
+    return torch.nn.functional.pad(wave, (0, length - n))
+
+
+def clean_caption(text: str) -> str:
+    """Lower-case, drop punctuation other than apostrophes, collapse spaces (notebook 08)."""
+    text = re.sub(r"[^a-z0-9' ]+", " ", text.lower())
+    return re.sub(r"\s+", " ", text).strip()
