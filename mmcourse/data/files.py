@@ -107,6 +107,16 @@ def read_csv(path: str | os.PathLike, columns: list[str], what: str = "CSV file"
     return rows
 
 
+def scan(folder: str | os.PathLike, suffixes: tuple[str, ...]) -> dict[str, int]:
+    """``{name: size_in_bytes}`` of the files in ``folder`` ending in ``suffixes`` (one cheap listing)."""
+    try:
+        with os.scandir(folder) as it:
+            return {e.name: e.stat().st_size for e in it
+                    if e.name.lower().endswith(suffixes) and not e.name.startswith("._") and e.is_file()}
+    except FileNotFoundError:
+        return {}
+
+
 # ---------------------------------------------------------------- images
 
 def decode_image(data: bytes, path: str | os.PathLike, mode: str = "RGB", draft: int | None = None):
@@ -187,6 +197,11 @@ def decode_audio(data: bytes, path: str | os.PathLike, sample_rate: int | None =
 
     Resamples to ``sample_rate`` and downmixes to mono with a one-time note (see module doc).
     """
+    wave, sr, _ = _decode_audio(data, path, sample_rate, mono)
+    return wave, sr
+
+
+def _decode_audio(data: bytes, path, sample_rate: int | None, mono: bool) -> tuple[torch.Tensor, int, bool]:
     import soundfile as sf
 
     if data[:4] == b"RIFF":
@@ -203,21 +218,37 @@ def decode_audio(data: bytes, path: str | os.PathLike, sample_rate: int | None =
     if not np.isfinite(x).all():
         raise data_error(path, "audio contains NaN or infinite samples", "delete it and " + REFETCH)
     wave = torch.from_numpy(np.ascontiguousarray(x.T))  # (C, T)
+    converted = False
     if mono and wave.shape[0] > 1:
         note_once(f"downmix{wave.shape[0]}", f"{path}: {wave.shape[0]} channels downmixed to mono (mean)")
-        wave = wave.mean(0, keepdim=True)
+        wave, converted = wave.mean(0, keepdim=True), True
     if sample_rate and sr != sample_rate:
         import torchaudio.functional as AF
 
         note_once(f"resample{sr}->{sample_rate}", f"{path}: resampled from {sr} Hz to {sample_rate} Hz")
-        wave = AF.resample(wave, sr, sample_rate)
-        sr = sample_rate
-    return (wave[0] if mono else wave), sr
+        from mmcourse.data.transforms import one_thread
+
+        with one_thread():
+            wave, sr, converted = AF.resample(wave, sr, sample_rate), sample_rate, True
+    return (wave[0] if mono else wave), sr, converted
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True) -> tuple[torch.Tensor, int]:
-    """Audio file → ``(waveform, sample_rate)``; see :func:`decode_audio`."""
-    return decode_audio(read_bytes(path, "audio file"), path, sample_rate, mono)
+def read_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True,
+               use_cache: bool = True) -> tuple[torch.Tensor, int]:
+    """Audio file → ``(waveform, sample_rate)``; see :func:`decode_audio`.
+
+    Waveforms that had to be resampled or downmixed are cached on disk (content-hash key).
+    """
+    data = read_bytes(path, "audio file")
+    k = cache.key(data, "wave", sample_rate, mono) if cache.enabled(use_cache) and sample_rate else None
+    if k is not None:
+        hit = cache.load("wave", k)
+        if hit is not None:
+            return torch.from_numpy(hit), sample_rate
+    wave, sr, converted = _decode_audio(data, path, sample_rate, mono)
+    if k is not None and converted:
+        cache.save("wave", k, wave.numpy())
+    return wave, sr
 
 
 def read_logmel(path: str | os.PathLike, sample_rate: int, n_mels: int = 64, use_cache: bool = True) -> torch.Tensor:

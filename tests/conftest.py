@@ -1,0 +1,35 @@
+"""Shared fixtures. Solutions run with strict checks: a wrong answer in solutions/ fails CI."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MMCOURSE_STRICT_CHECKS", "1")  # inherited by nbval's kernels
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path | None:
+    """The prepared real datasets: MMCOURSE_DATA_DIR, else ../shared/datasets, else None."""
+    env = os.environ.get("MMCOURSE_DATA_DIR")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "datasets"]:
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def models_ready() -> None:
+    """Skip-free guard: the model tests need `make models` to have run (make test does it)."""
+    from mmcourse import pretrained
+    missing = [r for r in pretrained.ROLES if not (pretrained.role_dir(r) / "hf" / "manifest.json").is_file()]
+    if missing:
+        pytest.fail(f"pretrained models not fetched: {missing}; run `make models` first")

