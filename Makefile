@@ -8,6 +8,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml build-constraints.txt | sha256sum | cut -c1-12)
 PROFILE ?= smoke
 NB ?=
+TESTS ?= --nbval-lax tests solutions
 export UV_LINK_MODE ?= copy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -18,7 +19,7 @@ course: models ## execute every solution notebook into build/ (HTML, report.json
 	@echo "Open build/index.html for the executed notebooks."
 
 test: models ## unit tests + notebook tests
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 env: $(STAMP) ## create .venv with the locked environment
 

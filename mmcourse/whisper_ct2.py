@@ -78,13 +78,14 @@ def _array(raw: bytes, dtype_id: int, dims: list[int], path: Path, name: str) ->
     arr = np.frombuffer(raw, dtype=np_dtype).reshape(dims)
     if kind == "bfloat16":
         return (arr.astype(np.uint32) << 16).view(np.float32)
-    return arr.astype(arr.dtype.newbyteorder("="))
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
 def read_ct2(path: Path) -> tuple[str, dict[str, np.ndarray]]:
     """Parse a CTranslate2 model.bin -> (spec name, {variable name: array}), aliases resolved.
 
-    Arrays are read-only views of the file's bytes (copy before editing). Raises ValueError naming
+    Arrays may be read-only views of the file's bytes (copy before editing); bfloat16 comes back
+    as float32. Raises ValueError naming
     the file when it is truncated, has trailing bytes or uses an unsupported format version.
     """
     path = Path(path)
@@ -130,13 +131,6 @@ def _layers(ct2: dict[str, np.ndarray], side: str) -> int:
     return len({m.group(1) for k in ct2 if (m := re.match(rf"{side}/layer_(\d+)/", k))})
 
 
-def _split_rows(w: np.ndarray, parts: int, prefix: str, names: list[str], hf: dict) -> None:
-    """Split fused rows ``[a; b; ...]`` of a ct2 weight or bias into HF tensors ``prefix + name``."""
-    for name, chunk in zip(names, np.split(w, parts, axis=0)):
-        if name:
-            hf[prefix + name] = chunk
-
-
 def _map_block(ct2: dict, src: str, dst: str, table: dict[str, str], hf: dict) -> None:
     """Copy ``src/{linear_i,layer_norm}/{weight,bias,gamma,beta}`` to ``dst.{table[...]}.{...}``."""
     for key, arr in ct2.items():
@@ -146,13 +140,17 @@ def _map_block(ct2: dict, src: str, dst: str, table: dict[str, str], hf: dict) -
 
 
 def _fused(ct2: dict, src: str, dst: str, names: list[str], hf: dict) -> None:
-    """Split a fused projection; the key bias is zero in Whisper (HF has none) and is dropped."""
-    _split_rows(ct2[src + "/weight"], len(names), dst, [n + ".weight" for n in names], hf)
-    biases = np.split(ct2[src + "/bias"], len(names))
-    k_bias = biases[names.index("k_proj")]
-    if np.any(k_bias != 0):
-        raise ValueError(f"{src}/bias: the key part is not zero; transformers' Whisper has no key bias")
-    _split_rows(ct2[src + "/bias"], len(names), dst, [n + ".bias" if n != "k_proj" else "" for n in names], hf)
+    """Split a fused projection (rows ``[q; k; v]`` or ``[k; v]``) into ``dst.{name}.{weight,bias}``.
+
+    Whisper's key projection has no bias: ct2 stores zeros there, which are checked and dropped.
+    """
+    weights, biases = np.split(ct2[src + "/weight"], len(names)), np.split(ct2[src + "/bias"], len(names))
+    for name, weight, bias in zip(names, weights, biases):
+        hf[f"{dst}.{name}.weight"] = weight
+        if name != "k_proj":
+            hf[f"{dst}.{name}.bias"] = bias
+        elif np.any(bias != 0):
+            raise ValueError(f"{src}/bias: the key part is not zero, but transformers' Whisper has no key bias")
 
 
 def hf_state_dict(ct2: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -167,11 +165,11 @@ def hf_state_dict(ct2: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         hf[f"model.{side}.layer_norm.bias"] = ct2[f"{side}/layer_norm/beta"]
         for i in range(_layers(ct2, side)):
             src, dst = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
-            _fused(ct2, f"{src}/self_attention/linear_0", f"{dst}.self_attn.", ["q_proj", "k_proj", "v_proj"], hf)
+            _fused(ct2, f"{src}/self_attention/linear_0", f"{dst}.self_attn", ["q_proj", "k_proj", "v_proj"], hf)
             _map_block(ct2, f"{src}/self_attention", dst, SELF_ATTN, hf)
             _map_block(ct2, f"{src}/ffn", dst, FFN, hf)
             if side == "decoder":
-                _fused(ct2, f"{src}/attention/linear_1", f"{dst}.encoder_attn.", ["k_proj", "v_proj"], hf)
+                _fused(ct2, f"{src}/attention/linear_1", f"{dst}.encoder_attn", ["k_proj", "v_proj"], hf)
                 _map_block(ct2, f"{src}/attention", dst, CROSS_ATTN, hf)
     hf["model.decoder.embed_tokens.weight"] = ct2["decoder/embeddings/weight"]
     return hf

@@ -89,7 +89,8 @@ def test_load_weights_lists_missing_names() -> None:
 
     config = WhisperConfig(vocab_size=16, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                            decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, num_mel_bins=4,
-                           max_source_positions=4, max_target_positions=4)
+                           max_source_positions=4, max_target_positions=4, pad_token_id=0, bos_token_id=0,
+                           eos_token_id=0, decoder_start_token_id=1)
     model = WhisperForConditionalGeneration(config)
     with pytest.raises(ValueError, match=r"missing .*model\.encoder\.conv1\.weight.*unexpected \['bogus'\]"):
         _load_weights(model, {"bogus": np.zeros(1, dtype=np.float32)})

@@ -25,7 +25,8 @@ import torch
 from mmcourse.data import cache
 from mmcourse.data.errors import DataError, DataWarning, SkipLog, data_error, missing_path_error
 
-REFETCH = "re-run the fetch script for this dataset (python -m mmcourse fetch data NAME --force) or restore the file"
+REFETCH = ("restore the file from a good copy, or re-fetch the dataset: "
+           "python -m mmcourse fetch data <dataset> --force")
 _NOTES_SEEN: set[str] = set()
 
 
