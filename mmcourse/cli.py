@@ -31,22 +31,10 @@ def doctor(hash_models: bool = True) -> int:
         ok &= st["verified"]
         state = "verified" if st["verified"] else "NOT verified: " + "; ".join(st["problems"])[:120]
         print(f"  {role:6s} {state:13s} {st['size_mb']:7.1f} MiB  {st['model']}")
-    print("== datasets (MMCOURSE_DATA_DIR)")
-    for row in _datasets():
-        sizes = ", ".join(f"{k} {v:,}" for k, v in (row.get("splits") or {}).items())
-        print(f"  {row['name']:14s} {row['status']:19s} {sizes}  {row.get('path', '')}")
+    print("== datasets (MMCOURSE_DATA_DIR; `make data` fetches them)")
+    from mmcourse import data
+    print("  " + data.format_table().replace("\n", "\n  "))
     return 0 if ok else 1
-
-
-def _datasets() -> list[dict]:
-    try:
-        from mmcourse import data
-        return data.describe()
-    except (ImportError, AttributeError):
-        root = config.data_dir()
-        return [{"name": p.name, "status": "found", "path": str(p)}
-                for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else \
-            [{"name": "(none)", "status": "missing", "path": str(root)}]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
 Some tools ship OpenAI Whisper as a CTranslate2 (``ct2``) folder: ``model.bin``, ``config.json``,
 ``tokenizer.json``, ``vocabulary.txt``. :func:`convert` turns such a folder into one that
 ``WhisperForConditionalGeneration.from_pretrained`` and ``WhisperProcessor.from_pretrained`` load
-offline. Written and checked for ``tiny.en``; dimensions are read from the file, so the other
-float checkpoints of the same spec should work too.
+offline. Written and checked for ``tiny.en``: sizes are read from the file, but the tokenizer and
+generation settings assume an English-only (``*.en``) float16/float32 checkpoint.
 
 ``model.bin`` layout (little-endian): ``uint32`` format version; the spec name as a string
 (``uint16`` byte count including a trailing NUL, then the bytes); ``uint32`` spec revision;
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 CT2_DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
-SUPPORTED_VERSIONS = range(4, 7)  # checked with version 6 (CTranslate2 4.x); 4 and 5 share the layout
+SUPPORTED_VERSIONS = (6,)  # the layout CTranslate2 3.x/4.x writes (checked against ctranslate2 4.8)
 GELU = 3  # ct2 ActivationType::GELU
 
 SELF_ATTN = {"linear_1": "self_attn.out_proj", "layer_norm": "self_attn_layer_norm"}
@@ -85,8 +85,8 @@ def read_ct2(path: Path) -> tuple[str, dict[str, np.ndarray]]:
     """Parse a CTranslate2 model.bin -> (spec name, {variable name: array}), aliases resolved.
 
     Arrays may be read-only views of the file's bytes (copy before editing); bfloat16 comes back
-    as float32. Raises ValueError naming
-    the file when it is truncated, has trailing bytes or uses an unsupported format version.
+    as float32. Raises ValueError naming the file when it is truncated, has trailing bytes or uses
+    an unsupported format version.
     """
     path = Path(path)
     buf = path.read_bytes()
@@ -306,6 +306,8 @@ def convert(src_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float32) ->
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         processor.feature_extractor.save_pretrained(tmp)  # preprocessor_config.json, for AutoFeatureExtractor
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # safetensors are written 0600; the folder may be a shared cache
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

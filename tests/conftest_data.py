@@ -45,7 +45,9 @@ def shared_cache(tmp_path_factory) -> Path:
 def real_data(monkeypatch, shared_cache) -> Path:
     """The real prepared datasets (skips when absent); the cache goes to a session tmp folder."""
     if REAL_DIR is None:
-        pytest.skip("real datasets absent: set MMCOURSE_DATA_DIR to the prepared data (../shared/datasets)")
+        where = os.environ.get("MMCOURSE_DATA_DIR") or REPO.parent / "shared" / "datasets"
+        pytest.skip(f"real datasets absent ({where} is missing or empty): set MMCOURSE_DATA_DIR to the "
+                    "prepared data, e.g. ../shared/datasets")
     monkeypatch.setenv("MMCOURSE_DATA_DIR", str(REAL_DIR))
     monkeypatch.setenv("MMCOURSE_CACHE_DIR", str(shared_cache))
     return REAL_DIR
@@ -140,7 +142,7 @@ class LoopbackServer:
         self.httpd.daemon_threads = True
         self.httpd.files = {}
         self.httpd.requests = []
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property

@@ -103,7 +103,8 @@ def test_esc10_five_folds_of_80(real_data):
 def test_describe_lists_real_datasets(real_data):
     need_real("flickr8k")
     rows = {r["name"]: r for r in data.describe()}
-    assert rows["flickr8k"]["status"] == "real" and rows["flickr8k"]["splits"] == {"train": 6000, "val": 1000, "test": 1000}
+    assert rows["flickr8k"]["status"] == "real"
+    assert rows["flickr8k"]["splits"] == {"train": 6000, "val": 1000, "test": 1000}
     assert rows["chest_xray"]["splits"]["trainval"] == 5216 and rows["chest_xray"]["splits"]["test"] == 624
     assert rows["medmnist:breastmnist"]["splits"] == {"train": 546, "val": 78, "test": 156}
     assert rows["fsdd"]["splits"] == {"train": 2700, "test": 300}
@@ -172,12 +173,14 @@ def test_fallback_error_raises_with_fix(no_data):
 def test_synthetic_is_deterministic_and_sized(no_data):
     a, b = data.load("chest_xray", "val", image_size=32), data.load("chest_xray", "val", image_size=32)
     assert torch.equal(a[3]["image"], b[3]["image"]) and a.column("path") == b.column("path")
-    assert {s: len(data.load("flickr8k", s)) for s in ("train", "val", "test")} == {"train": 600, "val": 100, "test": 100}
+    sizes = {s: len(data.load("flickr8k", s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 600, "val": 100, "test": 100}
     assert (len(data.load("fsdd", "train")), len(data.load("fsdd", "test"))) == (900, 300)
     esc = data.load("esc10", "all")
     assert len(esc) == 200 and Counter(esc.column("fold")) == {f: 40 for f in range(1, 6)}
     assert len(data.load("esc50", "test", test_fold=3)) == 100
-    assert {s: len(data.load("breastmnist", s)) for s in ("train", "val", "test")} == {"train": 546, "val": 78, "test": 156}
+    sizes = {s: len(data.load("breastmnist", s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 546, "val": 78, "test": 156}
     chest = data.load("chestmnist", "val")
     assert chest[0]["label"].shape == (14,) and chest.info.source == "synthetic"
     assert data.load("dermamnist", "test")[0]["image"].shape == (3, 28, 28)

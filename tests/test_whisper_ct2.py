@@ -169,6 +169,7 @@ def test_transcribe_with_prompt(whisper, fsdd: Path) -> None:
 
 
 @pytest.mark.models
+@pytest.mark.slow
 def test_fsdd_digits_with_prompt(whisper, fsdd: Path) -> None:
     """Oracle: 60 test clips ({digit}_{speaker}_0), greedy with the digit prompt; verified 45-53/60."""
     import soundfile as sf

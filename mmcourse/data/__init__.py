@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmcourse.data import chest_xray, esc, flickr8k, fsdd, medmnist, sources, synthetic
-from mmcourse.data.collate import collate, pad_sequence, padding_mask, text_collate
+from mmcourse.data.batching import collate, pad_sequence, padding_mask, text_collate
 from mmcourse.data.errors import DataError, DataWarning
 from mmcourse.data.records import Records
 from mmcourse.data.sources import Info

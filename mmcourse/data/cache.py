@@ -6,7 +6,10 @@ processing parameters, so a changed file or a changed image size never returns a
 entry, and a renamed file still hits. Writes are atomic (temporary file + ``os.replace``),
 so a crash or two DataLoader workers racing never leave a half-written entry.
 
-Location: ``<MMCOURSE_CACHE_DIR>/data/<kind>/``; ``MMCOURSE_DATA_CACHE=0`` turns it off.
+Location: ``<MMCOURSE_CACHE_DIR>/data_cache/<kind>/`` (not ``<cache>/data``, the default data
+folder); ``MMCOURSE_DATA_CACHE=0`` turns it off, :func:`clear` empties it. Size: entries are
+uncompressed uint8 / float32 (a 224×224 RGB image is 147 KiB, so all of Flickr8k is ~1.2 GB;
+FSDD log-mels are ~12 MB).
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ def enabled(requested: bool = True) -> bool:
 
 
 def root() -> Path:
-    """The cache folder for data: ``<cache_dir>/data``."""
-    return config.cache_dir() / "data"
+    """The cache folder for decoded data: ``<cache_dir>/data_cache``."""
+    return config.cache_dir() / "data_cache"
 
 
 def key(data: bytes, *params: object) -> str:

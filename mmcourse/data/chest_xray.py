@@ -138,8 +138,8 @@ def load(split: str = "train", *, image_size: int | None = 224, channels: int = 
     folder, why = sources.locate(FOLDERS, LABELS_FILE, root)
     if folder is None:
         sources.missing_real_data(NAME, why, fallback, NAME)
-        return synthetic.chest_xray(split, image_size=image_size or 224, channels=channels,
-                                    val_fraction=val_fraction, transform=transform, name=NAME, reason=why)
+        return synthetic.chest_xray(split, image_size=image_size or 224, channels=channels, val_fraction=val_fraction,
+                                    transform=transform, pil=pil, name=NAME, reason=why)
     skips = SkipLog(f"{NAME} {split}", strict)
     rows = read_labels(folder, skips)
     if split == "trainval":

@@ -89,7 +89,8 @@ def read_meta(csv_path: Path, variant: str, skips: SkipLog) -> list[dict]:
         if not 0 <= target < len(CATEGORIES):
             skips.skip(where, f"target {target} out of range 0-49", FIX)
             continue
-        if variant == "esc10" and (target not in ESC10_TARGETS or row.get("esc10", "True") not in ("True", "true", "1")):
+        in_esc10 = target in ESC10_TARGETS and row.get("esc10", "True") in ("True", "true", "1")
+        if variant == "esc10" and not in_esc10:
             continue
         name = row["filename"]
         stem = os.path.splitext(name)[0]
@@ -158,7 +159,8 @@ def summary(variant: str = "esc10", root: str | os.PathLike | None = None) -> di
     folder, csv_path, why = find(variant, root)
     if folder is None:
         per = synthetic.SOUNDS_PER_FOLD[variant] * len(classes(variant))
-        return {"status": "synthetic fallback", "path": str(sources.data_root(root) / ("esc10" if variant == "esc10" else "esc50")),
+        where = sources.data_root(root) / ("esc10" if variant == "esc10" else "esc50")
+        return {"status": "synthetic fallback", "path": str(where),
                 "splits": {**{f"fold{f}": per for f in FOLDS}, "all": 5 * per}, "detail": why}
     skips = SkipLog(variant)
     rows = read_meta(csv_path, variant, skips)

@@ -251,7 +251,7 @@ def summary(flag: str, root: str | os.PathLike | None = None, size: int = 28) ->
     if path is None:
         caps = synthetic.MEDMNIST_CAPS
         sizes = {s: min(n, caps[s]) for s, n in zip(SPLITS, FLAGS[flag]["n"])}
-        where = folder / file_name(flag, size) if folder else sources.data_root(root) / FOLDERS[0] / file_name(flag, size)
+        where = (folder or sources.data_root(root) / FOLDERS[0]) / file_name(flag, size)
         return {"status": "synthetic fallback", "path": str(where), "splits": sizes,
                 "detail": why or f"no {file_name(flag, size)} in {folder}"}
     counts = validate(path, flag, size)

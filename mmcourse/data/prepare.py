@@ -163,7 +163,8 @@ def prepare_chest_xray(archives: list[Path], dest: Path, force: bool = False) ->
         return [publish(tmp, dest / "chest_xray_pneumonia", force)]
 
 
-def prepare_medmnist(archives: list[Path], dest: Path, force: bool = False, flag: str = "", size: int = 28) -> list[Path]:
+def prepare_medmnist(archives: list[Path], dest: Path, force: bool = False, flag: str = "",
+                     size: int = 28) -> list[Path]:
     """``<flag>.npz`` → ``dest/medmnist/<flag>.npz`` after checking keys and shapes."""
     from mmcourse.data import medmnist
     from mmcourse.data.errors import DataError
@@ -226,8 +227,11 @@ def make_esc10(esc50: Path, dest: Path, rows: list[dict], force: bool, sample_ra
     """Write the ESC-10 rows of ESC-50 as 16 kHz mono 16-bit FLAC + ``meta/esc10.csv``."""
     import numpy as np
     import soundfile as sf
+    import torch
+    import torchaudio.functional as AF
 
-    from mmcourse.data.files import read_audio
+    from mmcourse.data.files import decode_audio, read_bytes
+    from mmcourse.data.transforms import one_thread
 
     keep = [r for r in rows if r["esc10"] in ("True", "true", "1")]
     with staging(dest, "esc10") as tmp:
@@ -238,8 +242,13 @@ def make_esc10(esc50: Path, dest: Path, rows: list[dict], force: bool, sample_ra
         w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
         w.writeheader()
         for r in tqdm(keep, desc="ESC-10 → 16 kHz FLAC", unit="clip", leave=False, mininterval=0.5):
-            wave, _ = read_audio(esc50 / "audio" / r["filename"], sample_rate, use_cache=False)
-            x = np.clip(np.round(wave.numpy() * 32768), -32768, 32767).astype(np.int16)
+            path = esc50 / "audio" / r["filename"]
+            wave, sr = decode_audio(read_bytes(path, "audio file"), path, None, mono=False)  # (C, T)
+            with one_thread():
+                mono = torch.as_tensor(wave).reshape(-1, wave.shape[-1]).mean(0)
+                if sr != sample_rate:
+                    mono = AF.resample(mono, sr, sample_rate)
+            x = np.clip(np.round(mono.numpy() * 32768), -32768, 32767).astype(np.int16)
             name = Path(r["filename"]).with_suffix(".flac").name
             sf.write(tmp / "audio" / name, x, sample_rate, format="FLAC", subtype="PCM_16")
             w.writerow({**r, "filename": name})

@@ -1,7 +1,9 @@
 """The one Dataset type behind every loader: a list of records plus a function that reads one.
 
 A record is a small dict (a file path, a label, a caption ...). ``read(record)`` turns it into
-a sample dict of tensors and strings. If reading fails with a :class:`DataError` (one corrupt
+a sample dict of tensors and strings, on one thread (per-sample ops are tiny; intra-op
+threads only add overhead there - parallelism comes from DataLoader workers, see
+``data.dataloader``). If reading fails with a :class:`DataError` (one corrupt
 JPEG among thousands) the dataset warns, counts it in ``.skipped`` and returns the next
 readable sample instead; with ``strict=True`` it raises. Used by every notebook that loads data.
 """
@@ -14,6 +16,7 @@ from torch.utils.data import Dataset
 
 from mmcourse.data.errors import DataError, DataWarning
 from mmcourse.data.sources import Info
+from mmcourse.data.transforms import one_thread
 
 MAX_CONSECUTIVE_BAD = 50
 
@@ -32,6 +35,10 @@ class Records(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
+        with one_thread():
+            return self._get(i)
+
+    def _get(self, i: int) -> dict:
         n = len(self.records)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {self.info.name} {self.info.split} ({n} samples)")

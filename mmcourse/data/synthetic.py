@@ -261,7 +261,7 @@ def _chest_rows(group: str) -> list[dict]:
 
 
 def chest_xray(split: str = "train", *, image_size: int = 224, channels: int = 1, val_fraction: float = 0.1,
-               transform=None, name: str = "chest_xray", reason: str = "") -> Records:
+               transform=None, pil: bool = False, name: str = "chest_xray", reason: str = "") -> Records:
     """Chest-X-ray-like classification set (Kermany stand-in; notebook 09).
 
     Same splits and sample dicts as :func:`mmcourse.data.chest_xray.load`: 520 official-train
@@ -278,14 +278,19 @@ def chest_xray(split: str = "train", *, image_size: int = 224, channels: int = 1
     sizes = {k: len(v) for k, v in by.items()}
     info = sources.Info(name, "synthetic", split, LICENCE, CITATION, sizes, classes=["NORMAL", "PNEUMONIA"])
     _announce(info, "procedural chest-X-ray-like images (normal / lobar / diffuse opacities)", reason, "chest_xray")
-    read = functools.partial(_read_xray, image_size=image_size, channels=channels, transform=transform)
+    read = functools.partial(_read_xray, image_size=image_size, channels=channels, transform=transform, pil=pil)
     return Records(by[split], read, info)
 
 
-def _read_xray(record: dict, image_size: int, channels: int, transform) -> dict:
+def _read_xray(record: dict, image_size: int, channels: int, transform, pil: bool = False) -> dict:
     rng = _rng(22, _SPLIT_IDS[record["group"]], record["index"])
-    img = torch.from_numpy(xray_image(rng, record["label"], record["subtype"], image_size)).float().div_(255.0)
-    img = to_channels(img[None], channels)
+    arr = xray_image(rng, record["label"], record["subtype"], image_size)
+    if pil:
+        from PIL import Image
+
+        img = Image.fromarray(arr, "L").convert("L" if channels == 1 else "RGB")
+    else:
+        img = to_channels(torch.from_numpy(arr).float().div_(255.0)[None], channels)
     if transform is not None:
         img = transform(img)
     return {"image": img, "label": record["label"], "subtype": record["subtype"], "path": record["path"]}
@@ -464,7 +469,8 @@ def sound_clip(target: int, clip: int, sample_rate: int = 16000, seconds: float 
         x = env * (np.sin(ph) + 0.5 * np.sin(2 * ph) + 0.3 * np.sin(3 * ph))
     elif kind == 6:  # sneeze: quiet rising inhale then a sharp noise burst
         s = rng.uniform(1, seconds - 1)
-        x = 0.2 * noise * np.clip((t - s + 0.8) / 0.8, 0, 1) * (t < s) + noise * np.exp(-np.clip(t - s, 0, None) / 0.08) * (t >= s)
+        inhale = 0.2 * noise * np.clip((t - s + 0.8) / 0.8, 0, 1) * (t < s)
+        x = inhale + noise * np.exp(-np.clip(t - s, 0, None) / 0.08) * (t >= s)
     elif kind == 7:  # ticks: periodic clicks
         period = 0.5 / fs
         for s in np.arange(rng.uniform(0, period), seconds, period):

@@ -7,6 +7,7 @@ along the last (time) dimension what does not and records the true lengths in
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -33,14 +34,18 @@ def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Ten
     return torch.arange(max_len)[None, :] < lengths[:, None]
 
 
+PAD_VALUES = {"logmel": math.log(1e-6)}  # silence in log-mel units (transforms.log_mel's floor)
+
+
 def collate(batch: list[dict], pad_values: dict[str, float] | None = None) -> dict:
     """Merge a list of sample dicts into one batch dict (see module doc).
 
-    ``pad_values`` gives the padding value per key (default 0), e.g. ``{"input_ids": pad_id}``.
+    ``pad_values`` gives the padding value per key (default 0, and log(1e-6) - silence - for
+    ``logmel``), e.g. ``{"input_ids": pad_id}``.
     """
     if not batch:
         return {}
-    pad_values = pad_values or {}
+    pad_values = {**PAD_VALUES, **(pad_values or {})}
     out: dict = {}
     for key in batch[0]:
         values = [b[key] for b in batch]
