@@ -48,20 +48,31 @@ def test_llm_role_knows_the_capital_of_france(models_ready):
 
 
 def test_audio_role_transcribes_fsdd_digits(models_ready, shared_data):
-    import soundfile as sf
+    """Reference oracle: the digit-word prompt gets >= 45 of the 60 clips {digit}_{speaker}_0
+    right (measured 53/60 with this converter; 36/60 without the prompt)."""
+    import re
 
-    from mmcourse.audio import transcribe
+    import soundfile as sf
+    import torchaudio
     if shared_data is None or not (shared_data / "fsdd" / "recordings").is_dir():
         pytest.skip("FSDD not available: set MMCOURSE_DATA_DIR to the prepared datasets")
     model, processor = pretrained.load("audio")
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    prompt = " " + ", ".join(words) + "."
-    right = 0
-    for speaker in ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]:
-        for digit, word in enumerate(words):
-            wav, sr = sf.read(shared_data / "fsdd" / "recordings" / f"{digit}_{speaker}_0.flac", dtype="float32")
-            said = transcribe(model, processor, wav, sr, prompt=prompt).lower()
-            right += word in said or str(digit) in said
+    prompt_ids = processor.get_prompt_ids(" " + ", ".join(words) + ".", return_tensors="pt")
+    clips = sorted((shared_data / "fsdd" / "recordings").glob("*_0.flac"))
+    assert len(clips) == 60
+    waves = []
+    for path in clips:
+        wav, sr = sf.read(path, dtype="float32")
+        waves.append(torchaudio.functional.resample(torch.from_numpy(wav), sr, 16000).numpy())
+    texts = []
+    for i in range(0, 60, 20):  # batches of 20: one encoder pass each
+        feats = processor.feature_extractor(waves[i:i + 20], sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(feats.input_features, prompt_ids=prompt_ids, max_new_tokens=12)
+        texts += processor.batch_decode(ids, skip_special_tokens=True)
+    right = sum(re.search(rf"\b({words[int(p.name[0])]}|{p.name[0]})\b", t.lower()) is not None
+                for t, p in zip(texts, clips))
     print(f"Whisper tiny.en with the digit prompt: {right}/60 FSDD clips right")
     assert right >= 45
 
