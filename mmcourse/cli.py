@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--build", default="build", help="output folder (default build)")
     r.add_argument("--timeout", type=int, default=900, help="seconds per notebook (default 900)")
     rel = sub.add_parser("release", help="regenerate student copies from solutions/")
+    rel.add_argument("notebooks", nargs="*", help="names or patterns (default: all)")
     rel.add_argument("--src", default="solutions")
     rel.add_argument("--dst", default="notebooks")
     chk = sub.add_parser("check-release", help="fail when notebooks/ is out of sync")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                              profile=config.profile(args.profile or "smoke"), timeout=args.timeout)
         return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
     if args.command == "release":
-        for path in classroom.release(args.src, args.dst):
+        for path in classroom.release(args.src, args.dst, names=args.notebooks or None):
             print(f"wrote {path}")
         return 0
     if args.command == "check-release":
