@@ -464,12 +464,18 @@ def _kill_tree(proc: subprocess.Popen) -> float | None:
     return peak
 
 
+# papermill's cell boundaries and ipykernel's TCP notice go to the log file only.
+_QUIET = re.compile(r"^(Executing|Ending) Cell \d+-+$|Kernel is running over TCP without encryption")
+
+
 def _pump(stream, log_path: Path, prefix: str) -> None:
     with open(log_path, "w", encoding="utf-8") as log:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
             log.write(line + "\n")
             log.flush()
+            if _QUIET.search(line):
+                continue
             text = f"{prefix}{line}"
             try:  # never let printing stop the draining of the pipe
                 try:
