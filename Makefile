@@ -28,6 +28,9 @@ $(STAMP):
 	$(PY) -m pip install -q uv==0.13.9
 	$(UV) pip sync -q --python $(PY) --build-constraints build-constraints.txt requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@# visdom fetches its JavaScript from CDNs on first start; take the same files from npm instead
+	$(PY) -c "from mmcourse import dashboard; dashboard.install_static()" \
+	  || echo "warning: visdom's static files could not be installed (needs npm); the dashboard falls back to inline plots"
 	rm -f $(VENV)/.installed-*
 	touch $@
 	@echo "environment ready: $$(du -sh $(VENV) | cut -f1) in $(VENV)"
@@ -51,8 +54,7 @@ check-release: env
 	$(PY) -m mmcourse check-release
 
 dashboard: env ## live training dashboard (visdom on 127.0.0.1)
-	@echo "The offline visdom dashboard arrives with the training-engine issue (#4); until then"; \
-	 echo "training curves are drawn inline in the notebooks."; exit 1
+	$(PY) -m mmcourse dashboard $(if $(PORT),--port $(PORT),)
 
 bench: env ## speed/memory benchmarks (figures and ratios)
 	@set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done

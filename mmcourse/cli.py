@@ -6,6 +6,7 @@
     mmcourse run [NOTEBOOKS]             execute notebooks with papermill into build/
     mmcourse release                     regenerate notebooks/ (student copies) from solutions/
     mmcourse check-release               is notebooks/ in sync with solutions/?
+    mmcourse dashboard [--port N]        live training dashboard (visdom on 127.0.0.1, offline)
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-release", help="fail when notebooks/ is out of sync")
     chk.add_argument("--src", default="solutions")
     chk.add_argument("--dst", default="notebooks")
+    dash = sub.add_parser("dashboard", help="live training dashboard: visdom on 127.0.0.1, offline")
+    dash.add_argument("--port", type=int, default=8097, help="port (default 8097)")
     return p
 
 
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         from mmcourse.data import fetch
         return fetch.main(args.names)
+    if args.command == "dashboard":
+        from mmcourse import dashboard
+        return dashboard.main(port=args.port)
     from mmcourse import classroom
     if args.command == "run":
         rows = classroom.run(args.notebooks or None, src_dir=args.src, build_dir=args.build,
