@@ -29,3 +29,155 @@ def transcribe(model, processor, waveform: np.ndarray, sampling_rate: int, promp
     with torch.no_grad():
         ids = model.generate(features.to(model.device, model.dtype), **kwargs)
     return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+
+# ---------------------------------------------------------------- notebook 03: from waveform to log-mel
+
+def pcm16_to_float(x: np.ndarray) -> np.ndarray:
+    """16-bit PCM integers → float32 in [-1, 1): divide by 2**15 (notebook 03, §1 "Waveforms").
+
+    The same convention as ``soundfile.read(path, dtype="float32")`` and torchaudio.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.int16:
+        raise ValueError(f"expected int16 samples, got {x.dtype}")
+    return x.astype(np.float32) / np.float32(32768.0)
+
+
+def num_frames(n_samples: int, n_fft: int, hop: int) -> int:
+    """Frames of an un-centred STFT: ``1 + (n_samples - n_fft) // hop`` (notebook 03, §2 "STFT")."""
+    if n_samples < n_fft:
+        raise ValueError(f"signal ({n_samples} samples) is shorter than one window ({n_fft})")
+    return 1 + (n_samples - n_fft) // hop
+
+
+def stft_power(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """Power spectrogram ``|STFT|²`` of a 1-D signal, shape ``(n_fft // 2 + 1, frames)`` (notebook 03, §2).
+
+    Periodic Hann window of length ``n_fft``, no centring/padding (``torch.stft(..., center=False)``),
+    frames ``1 + (T - n_fft) // hop``.
+    """
+    x = torch.as_tensor(x)
+    frames = x.unfold(-1, n_fft, hop)  # (frames, n_fft)
+    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype)
+    spec = torch.fft.rfft(frames * window, dim=-1)  # (frames, n_fft // 2 + 1)
+    return (spec.abs() ** 2).transpose(-1, -2)
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale: ``m = 2595 log10(1 + f / 700)`` (notebook 03, §3 "The mel scale")."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`: ``f = 700 (10^(m / 2595) - 1)``."""
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular mel filters, shape ``(n_freqs, n_mels)`` (notebook 03, §3 "Mel filterbank").
+
+    ``n_mels + 2`` points equally spaced in mel between ``f_min`` and ``f_max`` give each filter
+    its left edge, centre and right edge; filter ``m`` rises linearly from 0 at its left edge to 1
+    at its centre and falls back to 0 at its right edge (frequencies of the STFT bins:
+    ``linspace(0, sample_rate / 2, n_freqs)``). HTK scale, no area normalisation: equal to
+    ``torchaudio.functional.melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate)``.
+    """
+    freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)  # (n_freqs,)
+    m_pts = torch.linspace(float(hz_to_mel(f_min)), float(hz_to_mel(f_max)), n_mels + 2, dtype=torch.float64)
+    f_pts = torch.as_tensor(mel_to_hz(m_pts.numpy()))  # (n_mels + 2,)
+    left, centre, right = f_pts[:-2], f_pts[1:-1], f_pts[2:]  # (n_mels,) each
+    up = (freqs[:, None] - left) / (centre - left)  # (n_freqs, n_mels)
+    down = (right - freqs[:, None]) / (right - centre)
+    return torch.clamp(torch.minimum(up, down), min=0.0).float()
+
+
+def log_mel_from_power(power: torch.Tensor, fbank: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``log(fbankᵀ · power + eps)``: power ``(n_freqs, frames)`` → log-mel ``(n_mels, frames)`` (notebook 03, §3).
+
+    ``eps`` keeps silent frames (power 0) finite: log(0) = -inf would poison every later sum.
+    """
+    return torch.log(fbank.T.to(power.dtype) @ power + eps)
+
+
+def log_mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_fft: int = 256, hop: int = 80, n_mels: int = 64,
+                        f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Waveform ``(T,)`` → natural-log mel power spectrogram ``(n_mels, frames)`` (notebook 03, §3).
+
+    :func:`stft_power` → :func:`mel_filterbank` → :func:`log_mel_from_power`; equal to
+    ``log(torchaudio.transforms.MelSpectrogram(..., center=False, power=2) + eps)``.
+    """
+    f_max = sample_rate / 2 if f_max is None else f_max
+    power = stft_power(torch.as_tensor(wave, dtype=torch.float32), n_fft, hop)
+    fb = mel_filterbank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate)
+    return log_mel_from_power(power, fb, eps)
+
+
+def fix_length(x: torch.Tensor, frames: int, pad_value: float) -> torch.Tensor:
+    """Crop or pad the last (time) axis of ``x`` to exactly ``frames`` with ``pad_value`` (notebook 03, §4)."""
+    if x.shape[-1] >= frames:
+        return x[..., :frames]
+    return torch.nn.functional.pad(x, (0, frames - x.shape[-1]), value=pad_value)
+
+
+class LogMelCNN(torch.nn.Module):
+    """A small CNN over log-mel "images" ``(B, 1, n_mels, frames)`` → class logits (notebook 03, §4).
+
+    Three conv blocks (conv 3×3 → batch norm → ReLU → 2×2 max-pool), then global average pooling
+    over frequency and time (so any clip length works) and a linear classifier.
+    """
+
+    def __init__(self, n_classes: int = 10, width: int = 32, dropout: float = 0.2):
+        super().__init__()
+        chans = [1, width // 2, width, 2 * width]
+        blocks = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            blocks += [torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c_out),
+                       torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        self.features = torch.nn.Sequential(*blocks)
+        self.head = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(chans[-1], n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # (B, C, n_mels / 8, frames / 8)
+        return self.head(h.mean(dim=(-2, -1)))  # (B, n_classes)
+
+
+# ---------------------------------------------------------------- notebook 03: Whisper encoder features
+
+WHISPER_SECONDS = 30
+WHISPER_HOP = 160  # samples at 16 kHz = 10 ms per log-mel frame; the encoder's conv2 has stride 2 → 20 ms
+
+
+def whisper_frames(n_samples: int, sample_rate: int = 16000) -> int:
+    """Encoder frames (20 ms each, at most 1,500) that cover ``n_samples`` of real audio (notebook 03, §5).
+
+    Log-mel frames are 10 ms apart (hop 160 at 16 kHz); the second convolution has stride 2, so
+    one encoder frame spans 20 ms. A partly covered frame counts.
+    """
+    seconds = n_samples / sample_rate
+    return int(min(WHISPER_SECONDS * 50, max(1, int(np.ceil(seconds * 50)))))
+
+
+@torch.no_grad()
+def whisper_encode(model, processor, waves: list[np.ndarray | torch.Tensor], sample_rate: int,
+                   pool: bool = True) -> torch.Tensor:
+    """Whisper encoder features of a batch of mono clips (notebook 03, §5).
+
+    Each clip is resampled to 16 kHz, padded to 30 s by the feature extractor and encoded to
+    ``(1500, d)``. ``pool=True`` returns the mean over the frames that cover real audio only
+    (:func:`whisper_frames`), shape ``(B, d)``; ``pool=False`` the full ``(B, 1500, d)``.
+    """
+    target = processor.feature_extractor.sampling_rate
+    clips = []
+    for w in waves:
+        w = torch.as_tensor(np.asarray(w), dtype=torch.float32)
+        if sample_rate != target:
+            w = torchaudio.functional.resample(w, sample_rate, target)
+        clips.append(w[: WHISPER_SECONDS * target].numpy())
+    feats = processor.feature_extractor(clips, sampling_rate=target, return_tensors="pt").input_features
+    hidden = model.model.encoder(feats.to(model.device, model.dtype)).last_hidden_state.float().cpu()
+    if not pool:
+        return hidden
+    n = torch.tensor([whisper_frames(len(c), target) for c in clips])
+    mask = (torch.arange(hidden.shape[1])[None, :] < n[:, None]).float()  # (B, 1500)
+    return (hidden * mask[..., None]).sum(1) / n[:, None]
