@@ -93,7 +93,9 @@ def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample
 
 
 def log_mel_from_power(power: torch.Tensor, fbank: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``log(fbankᵀ · power + eps)``: power ``(n_freqs, frames)`` → log-mel ``(n_mels, frames)`` (notebook 03, §3).
+    """``log(fbankᵀ · power + eps)``: power ``(n_freqs, frames)`` → log-mel ``(n_mels, frames)``
+
+    Notebook 03, §3.
 
     ``eps`` keeps silent frames (power 0) finite: log(0) = -inf would poison every later sum.
     """
@@ -113,7 +115,7 @@ def log_mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_fft: int = 256, 
     return log_mel_from_power(power, fb, eps)
 
 
-def fix_length(x: torch.Tensor, frames: int, pad_value: float) -> torch.Tensor:
+def fix_length(x: torch.Tensor, frames: int, pad_value: float = 0.0) -> torch.Tensor:
     """Crop or pad the last (time) axis of ``x`` to exactly ``frames`` with ``pad_value`` (notebook 03, §4)."""
     if x.shape[-1] >= frames:
         return x[..., :frames]
@@ -123,23 +125,25 @@ def fix_length(x: torch.Tensor, frames: int, pad_value: float) -> torch.Tensor:
 class LogMelCNN(torch.nn.Module):
     """A small CNN over log-mel "images" ``(B, 1, n_mels, frames)`` → class logits (notebook 03, §4).
 
-    Three conv blocks (conv 3×3 → batch norm → ReLU → 2×2 max-pool), then global average pooling
-    over frequency and time (so any clip length works) and a linear classifier.
+    Three conv blocks (conv 3×3 → batch norm → ReLU → 2×2 max-pool), then adaptive average pooling
+    to a coarse ``grid`` (mel × time cells, so any clip length works while the order of events
+    survives) and a linear classifier.
     """
 
-    def __init__(self, n_classes: int = 10, width: int = 32, dropout: float = 0.2):
+    def __init__(self, n_classes: int = 10, width: int = 32, dropout: float = 0.2, grid: tuple[int, int] = (4, 4)):
         super().__init__()
         chans = [1, width // 2, width, 2 * width]
         blocks = []
         for c_in, c_out in zip(chans[:-1], chans[1:]):
             blocks += [torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c_out),
                        torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
-        self.features = torch.nn.Sequential(*blocks)
-        self.head = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(chans[-1], n_classes))
+        self.features = torch.nn.Sequential(*blocks, torch.nn.AdaptiveAvgPool2d(grid))
+        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(dropout),
+                                        torch.nn.Linear(chans[-1] * grid[0] * grid[1], n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # (B, C, n_mels / 8, frames / 8)
-        return self.head(h.mean(dim=(-2, -1)))  # (B, n_classes)
+        h = self.features(x)  # (B, C, grid[0], grid[1])
+        return self.head(h)  # (B, n_classes)
 
 
 # ---------------------------------------------------------------- notebook 03: Whisper encoder features

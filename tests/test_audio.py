@@ -1,0 +1,85 @@
+"""mmcourse.audio (notebook 03): every from-scratch piece against torch / torchaudio."""
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from mmcourse import audio
+
+
+def test_pcm16_to_float_matches_soundfile_convention(tmp_path):
+    import soundfile as sf
+    pcm = np.array([-32768, -16384, 0, 1, 16384, 32767], dtype=np.int16)
+    path = tmp_path / "x.wav"
+    sf.write(path, pcm, 8000, subtype="PCM_16")
+    ref, _ = sf.read(path, dtype="float32")
+    ours = audio.pcm16_to_float(pcm)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, ref)
+    with pytest.raises(ValueError, match="int16"):
+        audio.pcm16_to_float(pcm.astype(np.float32))
+
+
+@pytest.mark.parametrize("n, n_fft, hop", [(1000, 256, 80), (8000, 200, 80), (513, 512, 1), (4000, 64, 64)])
+def test_stft_power_equals_torch_stft(n, n_fft, hop):
+    x = torch.randn(n, dtype=torch.float64)
+    ref = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), center=False,
+                     return_complex=True).abs() ** 2
+    ours = audio.stft_power(x, n_fft, hop)
+    assert ours.shape == (n_fft // 2 + 1, audio.num_frames(n, n_fft, hop))
+    torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_num_frames_rejects_short_signal():
+    with pytest.raises(ValueError):
+        audio.num_frames(10, 16, 4)
+
+
+def test_mel_scale_round_trip_and_anchor():
+    f = np.array([0.0, 100.0, 700.0, 1000.0, 8000.0])
+    np.testing.assert_allclose(audio.mel_to_hz(audio.hz_to_mel(f)), f, atol=1e-9)
+    assert abs(audio.hz_to_mel(1000.0) - 1000.0) < 0.1  # the mel scale's anchor: 1 kHz ≈ 1000 mel
+    # torchaudio's filterbank centres (HTK) are equally spaced on this scale: see the filterbank test
+
+
+@pytest.mark.parametrize("n_freqs, f_min, f_max, n_mels, sr", [
+    (129, 0.0, 4000.0, 64, 8000), (201, 0.0, 8000.0, 80, 16000), (257, 50.0, 7000.0, 40, 16000)])
+def test_mel_filterbank_equals_torchaudio(n_freqs, f_min, f_max, n_mels, sr):
+    ours = audio.mel_filterbank(n_freqs, f_min, f_max, n_mels, sr)
+    ref = torchaudio.functional.melscale_fbanks(n_freqs, f_min, f_max, n_mels, sr)
+    assert ours.shape == ref.shape == (n_freqs, n_mels)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+    assert (ours >= 0).all() and ours.max() <= 1.0 + 1e-6
+
+
+def test_log_mel_spectrogram_equals_torchaudio_transform():
+    wave = torch.randn(8000)
+    ours = audio.log_mel_spectrogram(wave, 8000, n_fft=256, hop=80, n_mels=64)
+    mel = torchaudio.transforms.MelSpectrogram(8000, n_fft=256, hop_length=80, n_mels=64, center=False, power=2.0)
+    ref = torch.log(mel(wave) + 1e-6)
+    assert ours.shape == ref.shape == (64, audio.num_frames(8000, 256, 80))
+    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-4)
+
+
+def test_log_mel_of_silence_is_finite():
+    out = audio.log_mel_spectrogram(torch.zeros(2000), 8000)
+    assert torch.isfinite(out).all() and torch.allclose(out, torch.full_like(out, np.log(1e-6)))
+
+
+def test_fix_length_pads_and_crops():
+    x = torch.ones(3, 5)
+    assert audio.fix_length(x, 3).shape == (3, 3)
+    padded = audio.fix_length(x, 8, pad_value=-1.0)
+    assert padded.shape == (3, 8) and (padded[:, 5:] == -1).all()
+
+
+def test_logmel_cnn_shapes_any_length():
+    model = audio.LogMelCNN(n_classes=10, width=16)
+    for frames in (40, 100):
+        assert model(torch.randn(2, 1, 64, frames)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("n, sr, frames", [(16000 * 30, 16000, 1500), (16000 * 5, 16000, 250), (8000, 8000, 50),
+                                           (16000 * 40, 16000, 1500), (100, 16000, 1)])
+def test_whisper_frames(n, sr, frames):
+    assert audio.whisper_frames(n, sr) == frames
