@@ -33,3 +33,9 @@ def models_ready() -> None:
     missing = [r for r in pretrained.ROLES if not (pretrained.role_dir(r) / "hf" / "manifest.json").is_file()]
     if missing:
         pytest.fail(f"pretrained models not fetched: {missing}; run `make models` first")
+
+
+@pytest.fixture
+def lenient(monkeypatch):
+    """Checks print ✗ / pending instead of raising (as in a student copy)."""
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")

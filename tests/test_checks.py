@@ -6,11 +6,6 @@ from mmcourse import checks
 from mmcourse.checks import nb00
 
 
-@pytest.fixture
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
-
-
 def test_correct_answer_passes(lenient, capsys):
     nb00.check_cosine_similarity(nb00.reference_cosine_similarity)
     out = capsys.readouterr().out

@@ -9,11 +9,6 @@ from mmcourse import attention, checks, text
 from mmcourse.checks import nb01
 
 
-@pytest.fixture
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
-
-
 def _run(check, fn, capsys):
     check(fn)
     return capsys.readouterr().out

@@ -10,11 +10,6 @@ MEAN = np.array(image.IMAGENET_MEAN, dtype=np.float32)[:, None, None]
 STD = np.array(image.IMAGENET_STD, dtype=np.float32)[:, None, None]
 
 
-@pytest.fixture
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
-
-
 def _stub(*args):
     raise NotImplementedError
 

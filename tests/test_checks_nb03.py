@@ -7,11 +7,6 @@ from mmcourse import audio, checks
 from mmcourse.checks import nb03
 
 
-@pytest.fixture
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
-
-
 def _run(check, fn, capsys):
     check(fn)
     return capsys.readouterr().out

@@ -9,11 +9,6 @@ from mmcourse import checks, losses
 from mmcourse.checks import nb06
 
 
-@pytest.fixture
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
-
-
 def _stub(*args):
     raise NotImplementedError
 

@@ -5,15 +5,12 @@ import copy
 import math
 
 import pytest
-import torch
 
 from mmcourse.checks import nb07
 from mmcourse.train import warmup_cosine
 
 
-@pytest.fixture(autouse=True)
-def lenient(monkeypatch):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
+pytestmark = pytest.mark.usefixtures("lenient")
 
 
 def verdict(check, fn, capsys) -> str:

@@ -91,7 +91,6 @@ def check_stft_power(fn: Callable) -> None:
                       "x.unfold(0, n_fft, hop) makes exactly these")
         return
     frames = x.unfold(0, n_fft, hop)
-    win = torch.hann_window(n_fft, dtype=x.dtype)
     no_window = (torch.fft.rfft(frames, dim=-1).abs() ** 2).T
     mistakes = [
         (want.sqrt(), "that is the magnitude |X|; the power spectrogram is its square |X|²"),
