@@ -9,6 +9,7 @@ separate, killable process and writes ``build/`` (executed notebooks, HTML, ``re
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import fnmatch
 import html
@@ -672,6 +673,25 @@ def _index_html(rows: list[dict], build: Path) -> str:
             "\n</table>\n</body></html>\n")
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Turn SIGTERM (``kill``, a CI job being cancelled) into ``SystemExit`` while notebooks run,
+    so the runner takes the notebook's kernel down with it as it does on Ctrl-C. The kernel lives
+    in its own session and would otherwise outlive a terminated runner."""
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _exit)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(names: list[str] | None = None, src_dir: str | os.PathLike = "solutions",
         build_dir: str | os.PathLike = "build", profile: str = "smoke", timeout: int = 900,
         kernel_name: str = "python3") -> list[dict]:
@@ -692,11 +712,12 @@ def run(names: list[str] | None = None, src_dir: str | os.PathLike = "solutions"
     build.mkdir(parents=True, exist_ok=True)
     strict = src.resolve().name == "solutions"
     rows = []
-    for path in paths:
-        print(f"[{path.stem}] running {path} (profile {profile}, timeout {timeout} s)", flush=True)
-        row = _run_one(path, build, profile, timeout, kernel_name, strict)
-        print(f"[{path.stem}] {row['status']} in {row['seconds']:.1f} s", flush=True)
-        rows.append(row)
+    with _sigterm_as_exit():
+        for path in paths:
+            print(f"[{path.stem}] running {path} (profile {profile}, timeout {timeout} s)", flush=True)
+            row = _run_one(path, build, profile, timeout, kernel_name, strict)
+            print(f"[{path.stem}] {row['status']} in {row['seconds']:.1f} s", flush=True)
+            rows.append(row)
 
     merged = {r["notebook"]: r for r in load_report(build)}
     merged.update({r["notebook"]: r for r in rows})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -331,6 +333,29 @@ def test_run_timeout_kills_kernel(tmp_path, monkeypatch):
         time.sleep(0.2)
     assert not _alive(int(kernel_pid)), "kernel left running"
     assert not _alive(int(helper_pid)), "kernel's child process left running"
+
+
+@pytest.mark.notebooks
+def test_terminated_runner_takes_the_kernel_down(tmp_path):
+    src, build = tmp_path / "notebooks", tmp_path / "build"
+    pid_file = tmp_path / "pids.txt"
+    write(make_nb(new_code_cell(SLEEP_CELL), new_code_cell("import time\ntime.sleep(600)")),
+          src / "d_sleep.ipynb")
+    env = dict(os.environ, PID_FILE=str(pid_file))
+    runner = subprocess.Popen([sys.executable, "-m", "mmcourse", "run", "d_sleep", "--src", str(src),
+                               "--build", str(build)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not pid_file.exists():
+        time.sleep(0.2)
+    kernel_pid, helper_pid, _ = pid_file.read_text().split()
+    runner.terminate()  # SIGTERM, as `kill` or a cancelled CI job sends
+    assert runner.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_alive(int(kernel_pid)) or _alive(int(helper_pid))):
+        time.sleep(0.2)
+    assert not _alive(int(kernel_pid)), "kernel left running after SIGTERM"
+    assert not _alive(int(helper_pid)), "kernel's child process left running after SIGTERM"
 
 
 def test_run_rejects_unknown_profile(tmp_path):
