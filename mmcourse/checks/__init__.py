@@ -59,10 +59,12 @@ def pending(name: str, fallback: str = "") -> bool:
 _PENDING = object()
 
 
-def attempt(name: str, fn: Callable, *args: Any, fallback: str = "", **kwargs: Any) -> Any:
+def attempt(name: str, fn: Callable, *args: Any, fallback: str = "", shape_hint: str = "",
+            **kwargs: Any) -> Any:
     """Call the learner's function; on ``NotImplementedError`` report pending and return ``PENDING``.
 
-    Any other exception becomes a ✗ verdict that names the exception, instead of a traceback.
+    Any other exception becomes a ✗ verdict that names the exception, instead of a traceback;
+    ``shape_hint`` replaces the generic hint when the error is about shapes or sizes.
     """
     try:
         return fn(*args, **kwargs)
@@ -71,8 +73,11 @@ def attempt(name: str, fn: Callable, *args: Any, fallback: str = "", **kwargs: A
     except CheckFailed:
         raise
     except Exception as e:  # the learner's code crashed: say how, keep the notebook going
-        failed(name, "a result", f"{type(e).__name__}: {e}",
-               "read the error above the line that raised it; run the function on the example by hand")
+        msg = str(e)
+        about_shapes = any(word in msg for word in ("shape", "size", "dimension"))
+        hint = shape_hint if shape_hint and about_shapes else \
+            "read the error above the line that raised it; run the function on the example by hand"
+        failed(name, "a result", f"{type(e).__name__}: {msg.splitlines()[0] if msg else ''}", hint)
     return _PENDING
 
 
