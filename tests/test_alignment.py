@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmcourse import alignment, losses
+from test_losses import clip_loss_loops  # the loop formulation of notebook 06's tests
 
 
 @pytest.fixture
@@ -18,27 +19,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 # ---- independent references (plain Python loops, no vectorised shortcuts) ------------------
-
-
-def clip_loss_loops(img, txt, scale):
-    """Symmetric InfoNCE written out term by term."""
-    img = [[float(v) for v in row] for row in img]
-    txt = [[float(v) for v in row] for row in txt]
-    n = len(img)
-
-    def unit(v):
-        norm = math.sqrt(sum(x * x for x in v))
-        return [x / norm for x in v]
-
-    img, txt = [unit(v) for v in img], [unit(v) for v in txt]
-    logit = [[scale * sum(a * b for a, b in zip(img[i], txt[j])) for j in range(n)] for i in range(n)]
-    i2t = 0.0
-    for i in range(n):  # image i must pick text i among all texts
-        i2t += -logit[i][i] + math.log(sum(math.exp(logit[i][j]) for j in range(n)))
-    t2i = 0.0
-    for j in range(n):  # text j must pick image j among all images
-        t2i += -logit[j][j] + math.log(sum(math.exp(logit[i][j]) for i in range(n)))
-    return 0.5 * (i2t / n + t2i / n)
 
 
 def ranks_brute(sim, match):
@@ -82,7 +62,7 @@ def test_clip_loss_is_symmetric_and_scale_is_inverse_temperature():
 def test_clip_loss_golden_value():
     img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     txt = torch.tensor([[2.0, 0.5], [0.0, 3.0], [-1.0, 1.0]], dtype=torch.float64)
-    # golden value, computed once with the loops above and with losses.infonce_loss (NumPy)
+    # golden value, computed once with the loops of test_losses and with losses.infonce_loss (NumPy)
     golden = clip_loss_loops(img, txt, 10.0)
     assert golden == pytest.approx(2.7056262531460753, rel=1e-12)
     assert losses.clip_loss(img, txt, 10.0).item() == pytest.approx(golden, rel=1e-12)

@@ -94,7 +94,7 @@ def test_infonce_loss_and_gradient():
     assert abs(g.sum()) < 1e-15  # adding a constant to every logit changes nothing
 
 
-def _clip_loss_loops(img, txt, scale):
+def clip_loss_loops(img, txt, scale):
     """CLIP's loss written out with explicit loops over pairs (independent of clip_loss)."""
     n = len(img)
     u = [img[i] / math.sqrt(sum(float(a) ** 2 for a in img[i])) for i in range(n)]
@@ -114,7 +114,7 @@ def test_clip_loss_matches_explicit_loops(scale):
     g = torch.Generator().manual_seed(0)
     img, txt = torch.randn(6, 8, generator=g, dtype=torch.float64), torch.randn(6, 8, generator=g, dtype=torch.float64)
     got = losses.clip_loss(img, txt, scale)
-    assert got.item() == pytest.approx(_clip_loss_loops(img.numpy(), txt.numpy(), scale), rel=1e-12)
+    assert got.item() == pytest.approx(clip_loss_loops(img.numpy(), txt.numpy(), scale), rel=1e-12)
     # it is the NumPy InfoNCE of the scaled cosine-similarity matrix
     S = scale * (F.normalize(img, dim=1) @ F.normalize(txt, dim=1).T).numpy()
     assert got.item() == pytest.approx(losses.infonce_loss(S), rel=1e-12)
