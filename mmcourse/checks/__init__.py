@@ -92,6 +92,20 @@ def _as_array(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def shape_mistake(name: str, found: Any, expected: Any, hints: dict[tuple[int, ...], str]) -> bool:
+    """Print ✗ with ``hints[shape]`` when the answer has a shape a typical mistake gives; True if it did.
+
+    ``hints`` maps wrong shapes (e.g. the transposed result) to what the learner likely did.
+    """
+    if found is None:
+        return False
+    shape, want = tuple(np.shape(_as_array(found))), tuple(np.shape(_as_array(expected)))
+    if shape == want or shape not in hints:
+        return False
+    failed(name, f"shape {want}", f"shape {shape}", hints[shape])
+    return True
+
+
 def close(name: str, found: Any, expected: Any, *, atol: float = 1e-6, rtol: float = 1e-5,
           mistakes: Iterable[tuple[Any, str]] = (), hint: str = "") -> bool:
     """Compare an array-like answer with the reference; recognise typical mistakes.

@@ -123,8 +123,7 @@ def check_split_heads(fn: Callable) -> None:
         (b, h, s * (d // h)): "keep the sequence and feature axes separate: 4 dims (batch, heads, seq, d_head)",
         (b * h, s, d // h): "keep batch and heads as separate axes: (batch, heads, seq, d_head)",
     }
-    if tuple(got.shape) in by_shape and tuple(got.shape) != tuple(want.shape):
-        checks.failed(name, f"shape {tuple(want.shape)}", f"shape {tuple(got.shape)}", by_shape[tuple(got.shape)])
+    if checks.shape_mistake(name, got, want, by_shape):
         return
     mistakes = [
         (x.reshape(b, h, s, d // h), "a plain reshape to (batch, heads, seq, d_head) scrambles tokens across heads: "
@@ -159,8 +158,7 @@ def check_mean_pool(fn: Callable) -> None:
         (6, 4): "you averaged over the batch axis: average over the tokens (dim=1)",
         (3, 6, 4): "reduce over the token axis (sum over dim=1) to get one vector per sentence",
     }
-    if tuple(got.shape) in by_shape:
-        checks.failed(name, f"shape {tuple(want.shape)}", f"shape {tuple(got.shape)}", by_shape[tuple(got.shape)])
+    if checks.shape_mistake(name, got, want, by_shape):
         return
     if got.dtype != hidden.dtype:
         checks.failed(name, f"dtype {hidden.dtype} (the hidden states' dtype)", f"dtype {got.dtype}",

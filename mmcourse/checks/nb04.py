@@ -39,9 +39,9 @@ def check_cosine_similarity(fn: Callable) -> None:
     if checks.is_pending(found):
         return
     want = alignment.cosine_similarity_matrix(a, b)
-    if found is not None and tuple(np.shape(checks._as_array(found))) == (5, 4):
-        checks.failed(name, "shape (4, 5) = (rows of a, rows of b)", "shape (5, 4)",
-                      "S[i, j] compares a_i with b_j: compute normalise(a) @ normalise(b).T, not b @ a.T")
+    if checks.shape_mistake(name, found, want, {
+            (5, 4): "S[i, j] compares a_i with b_j, so the shape is (rows of a, rows of b): "
+                    "compute normalise(a) @ normalise(b).T, not b @ a.T"}):
         return
     na, nb = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     mistakes = [

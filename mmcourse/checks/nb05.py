@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from mmcourse import checks, fusion
@@ -39,9 +38,8 @@ def check_softmax_weighted_sum(fn: Callable) -> None:
     if checks.is_pending(found):
         return
     want = fusion.softmax_weighted_sum(feats, logits)
-    if found is not None and tuple(np.shape(checks._as_array(found))) == tuple(feats.shape):
-        checks.failed(name, f"shape {tuple(want.shape)}", f"shape {tuple(feats.shape)}",
-                      "you weighted each modality but did not add them up: sum over the modality axis (dim=1)")
+    if checks.shape_mistake(name, found, want, {
+            tuple(feats.shape): "you weighted each modality but did not add them up: sum over the modality axis (dim=1)"}):
         return
     mistakes = [
         (fusion.weighted_sum(feats, torch.softmax(logits, dim=0)),
@@ -90,21 +88,15 @@ def check_tensor_fusion(fn: Callable) -> None:
     want = fusion.tensor_fusion(zs)
     b = zs[0].shape[0]
     dims = [z.shape[1] for z in zs]
-    if found is not None:
-        shape = tuple(np.shape(checks._as_array(found)))
-        if shape == (b, math.prod(dims)):
-            checks.failed(name, f"shape {tuple(want.shape)} = (B, Π(d_m + 1))", f"shape {shape} = (B, Π d_m)",
-                          "you forgot the appended 1: use [z_m; 1] (torch.cat with a column of ones) for every "
-                          "modality, or the unimodal and bimodal terms are lost")
-            return
-        if shape == (b, sum(d + 1 for d in dims)) or shape == (b, sum(dims)):
-            checks.failed(name, f"shape {tuple(want.shape)}", f"shape {shape}",
-                          "that is a concatenation; tensor fusion takes the *outer* product of the [z_m; 1]")
-            return
-        if shape == (b, *[d + 1 for d in dims]):
-            checks.failed(name, f"shape {tuple(want.shape)}", f"shape {shape}",
-                          "right tensor, but flatten it to one vector per example: .reshape(B, -1)")
-            return
+    concatenation = "that is a concatenation; tensor fusion takes the *outer* product of the [z_m; 1]"
+    if checks.shape_mistake(name, found, want, {
+            (b, math.prod(dims)): "(B, Π d_m) instead of (B, Π(d_m + 1)): you forgot the appended 1: use [z_m; 1] "
+                                  "(torch.cat with a column of ones) for every modality, or the unimodal and "
+                                  "bimodal terms are lost",
+            (b, sum(d + 1 for d in dims)): concatenation,
+            (b, sum(dims)): concatenation,
+            (b, *[d + 1 for d in dims]): "right tensor, but flatten it to one vector per example: .reshape(B, -1)"}):
+        return
     ones = [fusion.append_one(z) for z in zs]
     mistakes = [
         (_outer_all([_prepend_one(z) for z in zs]),
@@ -150,9 +142,9 @@ def check_cross_attention(fn: Callable) -> None:
     def out(scores: torch.Tensor, dim: int = -1, values: torch.Tensor = V) -> torch.Tensor:
         return (torch.softmax(scores, dim=dim) @ values) @ Wo
 
-    if found is not None and tuple(np.shape(checks._as_array(found))) == (2, 4, 6):
-        checks.failed(name, f"shape {tuple(want.shape)} (one output per *query*)", "shape (2, 4, 6)",
-                      "queries come from q_in and keys/values from kv_in; you may have swapped the two inputs")
+    if checks.shape_mistake(name, found, want, {
+            (2, 4, 6): "one output per *query*: queries come from q_in and keys/values from kv_in; "
+                       "you may have swapped the two inputs"}):
         return
     mistakes = [
         (q_in + out(s), "missing scaling: divide the scores Q Kᵀ by √d_k before the softmax"),
