@@ -115,13 +115,6 @@ def log_mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_fft: int = 256, 
     return log_mel_from_power(power, fb, eps)
 
 
-def fix_length(x: torch.Tensor, frames: int, pad_value: float = 0.0) -> torch.Tensor:
-    """Crop or pad the last (time) axis of ``x`` to exactly ``frames`` with ``pad_value`` (notebook 03, §4)."""
-    if x.shape[-1] >= frames:
-        return x[..., :frames]
-    return torch.nn.functional.pad(x, (0, frames - x.shape[-1]), value=pad_value)
-
-
 class LogMelCNN(torch.nn.Module):
     """A small CNN over log-mel "images" ``(B, 1, n_mels, frames)`` → class logits (notebook 03, §4).
 

@@ -5,6 +5,7 @@ import torch
 import torchaudio
 
 from mmcourse import audio
+from mmcourse.data import transforms
 
 
 def test_pcm16_to_float_matches_soundfile_convention(tmp_path):
@@ -66,10 +67,10 @@ def test_log_mel_of_silence_is_finite():
     assert torch.isfinite(out).all() and torch.allclose(out, torch.full_like(out, np.log(1e-6)))
 
 
-def test_fix_length_pads_and_crops():
+def test_pad_or_trim_pads_log_mels_with_a_value_and_crops():
     x = torch.ones(3, 5)
-    assert audio.fix_length(x, 3).shape == (3, 3)
-    padded = audio.fix_length(x, 8, pad_value=-1.0)
+    assert transforms.pad_or_trim(x, 3).shape == (3, 3)
+    padded = transforms.pad_or_trim(x, 8, pad_value=-1.0)
     assert padded.shape == (3, 8) and (padded[:, 5:] == -1).all()
 
 

@@ -98,12 +98,13 @@ def _mel(sample_rate: int, win: int, hop: int, n_mels: int):
                                                 hop_length=hop, n_mels=n_mels, power=2.0)
 
 
-def pad_or_trim(wave: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad or cut the last dimension to exactly ``length`` samples."""
+def pad_or_trim(wave: torch.Tensor, length: int, pad_value: float = 0.0) -> torch.Tensor:
+    """Pad with ``pad_value`` or cut the last dimension to exactly ``length`` (samples, or log-mel frames:
+    notebook 03 pads those with the log of silence)."""
     n = wave.shape[-1]
     if n >= length:
         return wave[..., :length]
-    return torch.nn.functional.pad(wave, (0, length - n))
+    return torch.nn.functional.pad(wave, (0, length - n), value=pad_value)
 
 
 def clean_caption(text: str) -> str:
