@@ -7,16 +7,15 @@ import pytest
 import torch
 
 from mmcourse import alignment, losses
+from mmcourse.data import transforms
 from test_losses import clip_loss_loops  # the loop formulation of notebook 06's tests
 
 
 @pytest.fixture
 def one_thread():
     """Tiny tensors: a second intra-op thread only adds synchronisation (slow on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with transforms.one_thread():
+        yield
 
 # ---- independent references (plain Python loops, no vectorised shortcuts) ------------------
 
