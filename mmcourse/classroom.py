@@ -28,6 +28,8 @@ from typing import Any
 
 import nbformat
 
+from mmcourse.fileio import write_text_atomic
+
 STUB_CODE = ("# YOUR CODE HERE", "raise NotImplementedError")
 STUB_MARKDOWN = "*Your answer here.*"
 SOLUTION_ONLY_TAG = "solution_only"
@@ -181,17 +183,6 @@ def _dumps(nb: nbformat.NotebookNode) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -245,7 +236,7 @@ def release(src_dir: str | os.PathLike = "solutions", dst_dir: str | os.PathLike
         raise ValueError("\n".join(errors))
     for out, text in texts.items():
         if not out.exists() or out.read_text(encoding="utf-8") != text:
-            _write_atomic(out, text)
+            write_text_atomic(out, text)
     return list(texts)
 
 
@@ -345,7 +336,7 @@ def strip_outputs(path: str | os.PathLike) -> bool:
         nb.metadata.pop(key, None)
     after = _dumps(nb)
     if after != before:
-        _write_atomic(path, after)
+        write_text_atomic(path, after)
     return after != before
 
 
@@ -594,7 +585,7 @@ def _write_html(executed: Path, out: Path) -> None:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(_read(executed))
-    _write_atomic(out, body)
+    write_text_atomic(out, body)
 
 
 def load_report(build_dir: str | os.PathLike = "build") -> list[dict]:
@@ -724,7 +715,7 @@ def run(names: list[str] | None = None, src_dir: str | os.PathLike = "solutions"
     all_rows = [merged[k] for k in sorted(merged)]
     report = {"updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "notebooks": all_rows}
-    _write_atomic(build / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    _write_atomic(build / "index.html", _index_html(all_rows, build))
+    write_text_atomic(build / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(build / "index.html", _index_html(all_rows, build))
     print(summary_table(rows), flush=True)
     return rows

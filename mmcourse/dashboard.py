@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mmcourse import config
+from mmcourse.fileio import atomic_path
 
 DEFAULT_PORT = 8097
 META_KEYS = {"step", "epoch", "improved", "best_metric", "best_step", "stopped_early", "total_steps"}
@@ -143,11 +144,8 @@ def _copy_member(tar: tarfile.TarFile, member: str, dest: Path) -> None:
     src = tar.extractfile(f"package/{member}")
     if src is None:
         raise RuntimeError(f"{member} is not a file in {tar.name}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
         shutil.copyfileobj(src, f)
-    os.replace(tmp, dest)
 
 
 def _install_mathjax(tarball: Path, static: Path) -> None:

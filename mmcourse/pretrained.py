@@ -23,7 +23,6 @@ image role a torchvision weights name such as ``IMAGENET1K_V2``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mmcourse import config
+from mmcourse.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,6 @@ class ModelError(RuntimeError):
 
 
 # ---------------------------------------------------------------- hashing and the manifest
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def role_dir(role: str) -> Path:
     """``<model dir>/<role>``: ``src/`` holds the verified wheel files, ``hf/`` the converted model."""

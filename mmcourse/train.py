@@ -30,7 +30,6 @@ damaged later fails its sha256 check and ``resume=True`` falls back to the previ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
 from mmcourse import runtime
+from mmcourse.fileio import atomic_path, sha256_file
 
 CKPT_FORMAT = "mmcourse-checkpoint-1"
 
@@ -198,35 +198,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- checkpoints
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not possible on every OS / file system
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> dict[str, Any]:
     """``write(tmp)``, fsync, rename onto ``path``; returns the manifest entry for the file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        entry = {"name": path.name, "sha256": _sha256(tmp), "bytes": tmp.stat().st_size}
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        entry = {"name": path.name, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size}
     return entry
 
 
@@ -284,7 +260,7 @@ def verify_checkpoint(manifest: str | os.PathLike) -> dict[str, Any]:
         path = manifest.parent / entry["name"]
         if not path.is_file():
             raise ValueError(f"{entry['name']} is missing")
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise ValueError(f"sha256 mismatch for {entry['name']} (damaged or truncated)")
         paths[role] = path
     state = torch.load(paths["state"], map_location="cpu", weights_only=True)

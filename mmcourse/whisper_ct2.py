@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmcourse.fileio import replace_dir
+
 CT2_DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
 SUPPORTED_VERSIONS = (6,)  # the layout CTranslate2 3.x/4.x writes (checked against ctranslate2 4.8)
 GELU = 3  # ct2 ActivationType::GELU
@@ -308,16 +310,7 @@ def convert(src_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float32) ->
         processor.feature_extractor.save_pretrained(tmp)  # preprocessor_config.json, for AutoFeatureExtractor
         for f in tmp.iterdir():
             f.chmod(0o644)  # safetensors are written 0600; the folder may be a shared cache
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``, moving an existing ``out_dir`` aside first."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

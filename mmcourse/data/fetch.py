@@ -22,7 +22,6 @@ step checks the content instead (file counts, CSV columns, npz keys).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import os
 import sys
@@ -38,6 +37,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from mmcourse import config
+from mmcourse.fileio import file_digest
 from mmcourse.data import medmnist, prepare
 
 USER_AGENT = "mmcourse-fetch/0.1 (+https://github.com/; course data downloader)"
@@ -158,14 +158,6 @@ def resolve(names: list[str]) -> list[Source]:
 
 
 # ------------------------------------------------------------------ download
-
-def file_digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def verify(path: Path, remote: Remote, log: Callable[[str], None] = print) -> str | None:
     """``None`` if ``path`` matches the pinned size/checksum, else why not. Unpinned: print the sha256."""

@@ -31,6 +31,8 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
+from mmcourse.fileio import replace_dir
+
 
 class PrepareError(Exception):
     """An archive does not have the expected content (wrong file, truncated, or upstream changed)."""
@@ -71,19 +73,9 @@ def staging(dest: Path, target: str) -> Iterator[Path]:
 
 def publish(tmp: Path, final: Path, force: bool) -> Path:
     """Move a finished ``tmp`` folder (or file) to ``final`` atomically; ``force`` replaces an old one."""
-    if final.exists():
-        if not force:
-            raise PrepareError(f"{final} already exists; pass --force to replace it")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    if final.exists() and not force:
+        raise PrepareError(f"{final} already exists; pass --force to replace it")
+    return replace_dir(tmp, final)
 
 
 def extract(zf: zipfile.ZipFile, items: list[tuple[zipfile.ZipInfo, Path]], desc: str) -> None:
