@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("MMCOURSE_STRICT_CHECKS", "1")  # inherited by nbval's kernels
 
+pytest_plugins = ["conftest_data"]  # the data fixtures (fake upstreams, caches, real-data guards)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest_data import need_real
 from PIL import Image
-
-from conftest_data import data_cache, no_data, need_real, real_data, shared_cache  # noqa: F401 - fixtures
 
 from mmcourse import data
 from mmcourse.data import batching, cache, files, transforms

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from conftest_data import REPO, sha256
-from conftest_data import data_cache, http_server, upstream  # noqa: F401 - fixtures
 
 from mmcourse import data
 from mmcourse.data import fetch

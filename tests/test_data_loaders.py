@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest_data import need_real, read_records
-from conftest_data import data_cache, no_data, real_data, record_file, shared_cache  # noqa: F401 - fixtures
 
 from mmcourse import data
 from mmcourse.data import DataError

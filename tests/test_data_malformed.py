@@ -12,7 +12,6 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from conftest_data import data_cache, no_data  # noqa: F401 - fixtures
 
 from mmcourse import data
 from mmcourse.data import DataError, DataWarning, files
