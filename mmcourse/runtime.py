@@ -5,10 +5,12 @@ code runs on a laptop CPU, an Apple GPU or an NVIDIA GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import resource
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -33,11 +35,12 @@ def device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
-    """Seed Python, NumPy and torch (all devices) in one call; optionally deterministic kernels.
+def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
+    """Seed Python, NumPy and torch (all devices) in one call.
 
-    Deterministic mode makes CPU runs bitwise repeatable and asks cuDNN/cuBLAS for
-    deterministic algorithms (slower on GPU; ops without one only warn).
+    Seeding changes no global mode. ``deterministic=True`` additionally switches on
+    deterministic kernels for the rest of the process (:func:`set_deterministic`), which a
+    notebook kernel may want; code that needs them only for a while uses :func:`deterministic`.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -45,11 +48,53 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        set_deterministic(True)
     return seed
+
+
+def deterministic_state() -> dict[str, object]:
+    """The settings :func:`set_deterministic` changes, to compare or restore them."""
+    return {"algorithms": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+
+
+def set_deterministic(enabled: bool = True) -> dict[str, object]:
+    """Ask for deterministic kernels (bitwise-repeatable runs; slower on GPU) or stop asking.
+
+    Process-wide: it returns the previous :func:`deterministic_state`, so a caller can put it
+    back with :func:`restore_deterministic`. Ops without a deterministic version only warn.
+    """
+    before = deterministic_state()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False if enabled else before["cudnn_benchmark"]
+    return before
+
+
+def restore_deterministic(state: dict[str, object]) -> None:
+    """Put back settings saved by :func:`deterministic_state` / :func:`set_deterministic`."""
+    torch.use_deterministic_algorithms(state["algorithms"], warn_only=state["warn_only"])
+    torch.backends.cudnn.deterministic = state["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
+    if state["CUBLAS_WORKSPACE_CONFIG"] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = state["CUBLAS_WORKSPACE_CONFIG"]
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Deterministic kernels inside the ``with`` block only; the previous settings come back after it."""
+    before = set_deterministic(enabled)
+    try:
+        yield
+    finally:
+        restore_deterministic(before)
 
 
 def autocast_dtype(dev: torch.device | str | None = None) -> torch.dtype | None:

@@ -41,3 +41,16 @@ def models_ready() -> None:
 def lenient(monkeypatch):
     """Checks print ✗ / pending instead of raising (as in a student copy)."""
     monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_deterministic_mode():
+    """Fail a test that leaves deterministic kernels switched on (or off) for the tests after it."""
+    from mmcourse import runtime
+    before = runtime.deterministic_state()
+    yield
+    after = runtime.deterministic_state()
+    if after != before:
+        runtime.restore_deterministic(before)
+        pytest.fail(f"this test changed the process-wide deterministic mode: {before} -> {after}; "
+                    "use `with runtime.deterministic():` or restore it")

@@ -68,7 +68,6 @@ def test_seed_everything_repeats_python_numpy_torch():
     assert draw() == first
     runtime.seed_everything(124)
     assert draw() != first
-    assert torch.are_deterministic_algorithms_enabled()
 
 
 def test_autocast_dtype():
