@@ -27,10 +27,12 @@ def causal_mask(n_query: int, n_key: int | None = None, device: torch.device | s
     return torch.ones(n_query, n_key, dtype=torch.bool, device=device).tril()
 
 
-def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+def expand_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Tokenizer ``attention_mask`` (batch, seq) of 1/0 → boolean (batch, 1, 1, seq) key mask (§3).
 
     Broadcasts over heads and queries: every query may attend to every *real* key, never to padding.
+    (:func:`mmcourse.data.batching.padding_mask` builds the (batch, seq) mask from lengths; this
+    one expands such a mask for the attention scores.)
     """
     return attention_mask.bool()[:, None, None, :]
 

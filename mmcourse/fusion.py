@@ -16,7 +16,7 @@ bilinear pooling    ``vec(z_i ⊗ z_j)`` for every pair, then linear            
 cross-attention     each modality's token attends to the others'               §7
 ==================  =========================================================  ==========
 
-:func:`param_count` and :func:`flops` give each operator's cost as a formula; :func:`cost_table`
+:func:`param_formula` and :func:`flops` give each operator's cost as a formula; :func:`cost_table`
 checks both against the built module (``sum(p.numel())``, ``torch.utils.flop_counter``).
 """
 from __future__ import annotations
@@ -337,7 +337,7 @@ def make_fusion(kind: str, dims: Sequence[int], out: int, rank: int = 4) -> nn.M
 
 # ------------------------------------------------------------------------------- costs
 
-def param_count(kind: str, dims: Sequence[int], out: int, rank: int = 4) -> int:
+def param_formula(kind: str, dims: Sequence[int], out: int, rank: int = 4) -> int:
     """Parameters of :func:`make_fusion` ``(kind, dims, out)`` from the formula of notebook 05, §8."""
     dims = list(dims)
     m, s = len(dims), sum(dims)
@@ -406,7 +406,7 @@ def cost_table(dims: Sequence[int], out: int, rank: int = 4, kinds: Sequence[str
     for kind in kinds:
         if kind in ("sum_fixed", "sum_learned", "sum_softmax", "cross_attention") and any(d != out for d in dims):
             continue
-        row = {"fusion": kind, "params": param_count(kind, dims, out, rank), "flops": flops(kind, dims, out, rank)}
+        row = {"fusion": kind, "params": param_formula(kind, dims, out, rank), "flops": flops(kind, dims, out, rank)}
         if measure:
             module = make_fusion(kind, dims, out, rank)
             zs = [torch.randn(2, d) for d in dims]

@@ -53,12 +53,12 @@ def test_causal_matches_torch_and_hides_the_future(q_shape, k_shape):
     assert (ours2 - ref).abs().max() < 1e-6
 
 
-def test_scale_argument_and_padding_mask():
+def test_scale_argument_and_expand_mask():
     q, k, v, _ = _qkv((2, 3, 4, 8), (2, 3, 6, 8), 3)
     ours, _ = attention.scaled_dot_product_attention(q, k, v, scale=0.3)
     assert (ours - F.scaled_dot_product_attention(q, k, v, scale=0.3)).abs().max() < 1e-6
     am = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    m = attention.padding_mask(am)
+    m = attention.expand_mask(am)
     assert m.shape == (2, 1, 1, 6) and m.dtype == torch.bool
     _, w = attention.scaled_dot_product_attention(q, k, v, mask=m)
     assert (w[0, ..., 4:] == 0).all() and (w[1] > 0).all()
@@ -110,7 +110,7 @@ def test_encoder_block_matches_transformer_encoder_layer(norm_first, activation)
     am = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
     # grad mode on: PyTorch's nested-tensor fast path (which zeroes padded rows) stays off
     y_ref = ref(x, src_key_padding_mask=am == 0)
-    y = ours(x, mask=attention.padding_mask(am))
+    y = ours(x, mask=attention.expand_mask(am))
     assert (y - y_ref).abs().max() < 1e-6
     y.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in ours.parameters())
@@ -124,6 +124,6 @@ def test_encoder_block_reproduces_a_minilm_layer(models_ready):
         hs = model(**batch, output_hidden_states=True).hidden_states
         block = attention.EncoderBlock.from_bert_layer(model.encoder.layer[0], model.config.num_attention_heads,
                                                        model.config.layer_norm_eps)
-        y = block(hs[0], mask=attention.padding_mask(batch["attention_mask"]))
+        y = block(hs[0], mask=attention.expand_mask(batch["attention_mask"]))
     real = batch["attention_mask"].bool()
     assert (y - hs[1])[real].abs().max() < 1e-4

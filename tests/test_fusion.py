@@ -29,7 +29,7 @@ def test_shapes_params_and_flops_match_the_formulas(kind, n_mod):
     module = fusion.make_fusion(kind, dims, OUT, rank=3)
     zs = _zs(dims)
     assert module(zs).shape == (7, OUT)
-    assert fusion.count_parameters(module) == fusion.param_count(kind, dims, OUT, rank=3)
+    assert fusion.count_parameters(module) == fusion.param_formula(kind, dims, OUT, rank=3)
     assert fusion.measure_flops(module, zs) == fusion.flops(kind, dims, OUT, rank=3)
 
 
