@@ -80,6 +80,12 @@ def test_stft_mistakes(lenient, capsys, wrong, hint):
 
 # ---------------------------------------------------------------- 3.3 hz_to_mel
 
+def test_hz_to_mel_accepts_the_natural_log_form_of_the_same_scale(monkeypatch, capsys):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    out = _run(nb03.check_hz_to_mel, lambda f: 1127.0 * np.log(1 + f / 700), capsys)
+    assert "✓" in out and "✗" not in out
+
+
 @pytest.mark.parametrize("wrong, hint", [
     (lambda f: 2595 * np.log(1 + f / 700), "log10"),
     (lambda f: 2595 * np.log10(f / 700), "log of zero"),

@@ -83,6 +83,12 @@ def test_clip_loss_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out, out
 
 
+def test_clip_loss_float_of_the_scale_names_requires_grad(lenient, capsys):
+    nb04.check_clip_loss(lambda i, t, s: losses.clip_loss(i, t, float(s)))
+    out = capsys.readouterr().out
+    assert "✗" in out and "requires_grad=False" in out and "float(logit_scale)" in out, out
+
+
 def test_clip_loss_detached_scale_inside_a_graph(lenient, capsys):
     # the loss still depends on the embeddings, but the temperature cannot learn
     def wrong(i, t, s):

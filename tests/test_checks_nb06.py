@@ -82,6 +82,12 @@ def test_bce_grad_z_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out
 
 
+def test_bce_grad_z_unrecognised_answer_still_gets_a_hint(lenient, capsys):
+    nb06.check_bce_grad_z(lambda dh, d: (dh - d) ** 2)
+    out = capsys.readouterr().out
+    assert "✗" in out and "Hint: chain rule" in out
+
+
 def _backward_with(**changes):
     """The reference backward with one typical slip (named by ``changes``)."""
     def fn(cache, dz):
@@ -156,7 +162,7 @@ def _pc(S):
     (lambda S: (_pr(S) - np.eye(len(S))) / (2 * len(S)), "kept only the image→text"),
     (lambda S: (_pr(S) - np.eye(len(S))) / len(S), "one-directional InfoNCE"),
     (lambda S: ((_pr(S) - np.eye(len(S))) + (_pc(S) - np.eye(len(S)))) / 2, "divide by the batch size"),
-    (lambda S: ((_pr(S) - np.eye(len(S))) + (_pc(S) - np.eye(len(S))).T) / (2 * len(S)), "do not transpose"),
+    (lambda S: ((_pr(S) - np.eye(len(S))) + (_pc(S) - np.eye(len(S))).T) / (2 * len(S)), "transpose it back"),
     (lambda S: (2 * np.eye(len(S)) - _pr(S) - _pc(S)) / (2 * len(S)), "sign error"),
     (lambda S: ((_pr(S) - np.eye(len(S))) + (_pc(S) - np.eye(len(S)))) / len(S), "forgot the ½"),
 ])

@@ -110,8 +110,11 @@ def check_clip_loss(fn: Callable) -> None:
                              "arange(N)) + CE(logits.T, arange(N))]"):
         return
     if not (torch.is_tensor(found) and found.requires_grad):
-        checks.failed(name + " (gradient)", "a tensor that autograd can differentiate", type(found).__name__,
-                      "stay in torch (no .item(), .numpy() or float()): training needs the gradient")
+        found_what = ("a Tensor with requires_grad=False (cut off from logit_scale)" if torch.is_tensor(found)
+                      else type(found).__name__)
+        checks.failed(name + " (gradient)", "a tensor that autograd can differentiate", found_what,
+                      "stay in torch (no .item(), .numpy() or float(logit_scale)): a Python float of the "
+                      "scale is a constant, so the temperature gets no gradient and cannot be learned")
         return
     (g_found,) = torch.autograd.grad(found, scale, allow_unused=True)
     if g_found is None:

@@ -63,8 +63,9 @@ def check_softmax_weighted_sum(fn: Callable) -> None:
 # ----------------------------------------------------------------------------------------
 
 def tensor_fusion_problem() -> list[torch.Tensor]:
-    """Three modalities of dims 2, 3, 4 for a batch of 3 (different dims, so orders are visible)."""
-    return [_rand(3, d, seed=520 + d) for d in (2, 3, 4)]
+    """Three modalities of dims 2, 3, 5 for a batch of 3 (different dims, so orders are visible; with
+    2, 3, 4 each [z_m; 1] would be as long as the next z, and a mix-up of the two could pass)."""
+    return [_rand(3, d, seed=520 + d) for d in (2, 3, 5)]
 
 
 def _outer_all(vecs: list[torch.Tensor]) -> torch.Tensor:

@@ -78,7 +78,9 @@ def check_bce_grad_z(fn: Callable) -> None:
         ((d_hat - d) / d_hat.size / sig_prime, "you divided by σ'(z) instead of multiplying"),
         ((d_hat - d).sum() / n * np.ones(n), "return one gradient per example, not the batch sum"),
     ]
-    checks.close(name, found, losses.bce_grad_z(d_hat, d), atol=1e-12, rtol=1e-9, mistakes=mistakes)
+    checks.close(name, found, losses.bce_grad_z(d_hat, d), atol=1e-12, rtol=1e-9, mistakes=mistakes,
+                 hint="chain rule: ∂L/∂z_i = (1/N)·∂ℓ/∂d̂_i·σ'(z_i); with σ'(z) = d̂(1 − d̂) the denominators of "
+                      "∂ℓ/∂d̂ cancel and leave (d̂_i − d_i)/N, one value per example")
 
 
 # ----------------------------------------------------------------------------------------
@@ -210,8 +212,9 @@ def check_infonce_grad(fn: Callable) -> None:
         ((pc - eye) / (2 * n), "you kept only the text→image (column) term; add the row term"),
         (((pr - eye) + (pc - eye)) / 2, "forgot to divide by the batch size N"),
         (((pr - eye) + (pc - eye)) / n, "forgot the ½: the loss is the mean of the two directions"),
-        (((pr - eye) + (pc - eye).T) / (2 * n), "do not transpose the column term: softmax over "
-                                                "axis 0 is already laid out like S"),
+        (((pr - eye) + (pc - eye).T) / (2 * n), "your text→image term is laid out like Sᵀ (softmax of S.T "
+                                                "over rows): transpose it back, or take softmax(S, axis=0) "
+                                                "directly, so that entry (i, j) belongs to S[i, j]"),
         (((pr - eye) + (pr - eye)) / (2 * n), "wrong axis: the second term normalises each column "
                                               "(axis=0), not each row"),
         ((2 * eye - pr - pc) / (2 * n), "sign error: the gradient is softmax − I"),
