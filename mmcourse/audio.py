@@ -1,6 +1,10 @@
 """Audio helpers (notebooks 03_audio_encoders and 10_audio_language)."""
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
+
 import numpy as np
 import torch
 import torchaudio
@@ -23,12 +27,39 @@ def transcribe(model, processor, waveform: np.ndarray, sampling_rate: int, promp
     if peak is not None and wav.abs().max() > 0:
         wav = wav * (peak / wav.abs().max())
     features = processor.feature_extractor(wav.numpy(), sampling_rate=target, return_tensors="pt").input_features
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1}
+    # One generation config, no loose arguments: Whisper's config sets max_length (448), so passing
+    # max_new_tokens beside it makes transformers warn on every call. Whisper's generate adds the
+    # start and prompt tokens to max_length itself.
+    config = copy.deepcopy(model.generation_config)
+    config.update(max_length=max_new_tokens + 3, max_new_tokens=None, do_sample=False, num_beams=1)
+    kwargs = {}
     if prompt:
         kwargs["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(model.device)
-    with torch.no_grad():
-        ids = model.generate(features.to(model.device, model.dtype), **kwargs)
+    with torch.no_grad(), _quiet_whisper_internals():
+        ids = model.generate(features.to(model.device, model.dtype), generation_config=config, **kwargs)
     return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _quiet_whisper_internals():
+    """Drop one deprecation notice that Whisper's own ``generate`` triggers (it passes its suppress
+    tokens beside the config, transformers 5.x); nothing a caller can change. Other messages stay."""
+    log = logging.getLogger("transformers.generation.utils")
+    drop = _DropMessage("Passing `generation_config` together with generation-related arguments")
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
 
 
 # ---------------------------------------------------------------- notebook 03: from waveform to log-mel
