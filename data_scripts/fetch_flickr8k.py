@@ -1,6 +1,6 @@
 """Download and prepare Flickr8k images + captions (notebooks 04, 08) into MMCOURSE_DATA_DIR.
 
-Options (see --help): --mirror DIR|URL, --dest DIR, --force, --keep-archives, --list.
+Options (see --help): --mirror DIR|URL, --dest DIR, --force, --keep-archives, --allow-changed, --list.
 """
 import sys
 from mmcourse.data.fetch import main

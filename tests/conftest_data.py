@@ -204,6 +204,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 FLICKR_IMAGES = [f"{1000 + i}_abc{i}.jpg" for i in range(8)]
 FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+ESC50_COMMIT = "33c8ce9eb2cf0b1c2f8bcf322eb349b6be34dbb6"
 
 
 def build_upstream() -> dict[str, dict[str, bytes]]:
@@ -242,20 +243,21 @@ def build_upstream() -> dict[str, dict[str, bytes]]:
             for idx in (0, 5, 6):
                 fsdd[f"{fsdd_root}/recordings/{d}_{spk}_{idx}.wav"] = _wav(d * 100 + idx, 8000, 0.2)
     esc_rows = ["filename,fold,target,category,esc10,src_file,take"]
+    esc_root = f"ESC-50-{ESC50_COMMIT}"  # GitHub's archive of a commit: one top folder named after it
     esc = {}
     for fold in (1, 2):
         for target, cat, is10 in ((0, "dog", True), (5, "cat", False)):
             fname = f"{fold}-{1000 + target}-A-{target}.wav"
             esc_rows.append(f"{fname},{fold},{target},{cat},{is10},{1000 + target},A")
-            esc[f"ESC-50-master/audio/{fname}"] = _wav(fold * 10 + target, 44100, 0.25)
-    esc["ESC-50-master/meta/esc50.csv"] = ("\n".join(esc_rows) + "\n").encode()
-    esc["ESC-50-master/README.md"] = b"# ESC-50\n"
+            esc[f"{esc_root}/audio/{fname}"] = _wav(fold * 10 + target, 44100, 0.25)
+    esc[f"{esc_root}/meta/esc50.csv"] = ("\n".join(esc_rows) + "\n").encode()
+    esc[f"{esc_root}/README.md"] = b"# ESC-50\n"
     return {
         "flickr8k": {"Flickr8k_Dataset.zip": _zip(flickr_images), "Flickr8k_text.zip": _zip(flickr_text)},
         "chest_xray": {"ChestXRay2017.zip": _zip(chest)},
         "medmnist": {"breastmnist.npz": buf.getvalue()},
         "fsdd": {f"free-spoken-digit-dataset-{FSDD_COMMIT}.zip": _zip(fsdd)},
-        "esc50": {"ESC-50-master.zip": _zip(esc)},
+        "esc50": {f"ESC-50-{ESC50_COMMIT}.zip": _zip(esc)},
     }
 
 

@@ -147,3 +147,24 @@ def test_dataloader_defaults(no_data):
     assert batch["audio"].shape[0] == 8 and "audio_lengths" in batch and batch["label"].shape == (8,)
     two = data.dataloader(synth, batch_size=4, num_workers=1)
     assert next(iter(two))["audio"].shape[0] == 4
+
+
+def test_reading_samples_leaves_the_thread_count_alone(no_data, monkeypatch):
+    """Loaders never switch torch's process-wide thread count per sample (the caller's setting stands)."""
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail(f"set_num_threads({n}) while reading"))
+    for name, kw in (("fsdd", {"features": "logmel"}), ("chest_xray", {"image_size": 32}), ("breastmnist",
+                                                                                            {"image_size": 40})):
+        data.load(name, "test", **kw)[0]
+    transforms.log_mel(torch.randn(4000), 8000)
+    transforms.resize(torch.rand(3, 64, 48), 16)
+
+
+def test_one_thread_is_an_explicit_context_manager():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with transforms.one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

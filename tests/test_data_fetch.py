@@ -3,19 +3,23 @@ resume after a dropped connection, corrupt bytes, 404, network down, mirror fold
 Archives are tiny fixtures built in the true upstream formats; no other host is contacted."""
 from __future__ import annotations
 
+import io
+import json
+import re
 import runpy
 import socket
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest_data import REPO, sha256
+from conftest_data import ESC50_COMMIT, REPO, md5, sha256
 
 from mmcourse import data
-from mmcourse.data import fetch
+from mmcourse.data import fetch, prepare
 
 DATASETS = {"flickr8k": "flickr8k", "chest_xray": "chest_xray", "medmnist:breastmnist": "medmnist",
             "fsdd": "fsdd", "esc50": "esc50"}
@@ -77,8 +81,8 @@ def test_download_and_prepare_every_dataset(http_server, upstream, dirs, monkeyp
     for name in DATASETS:
         point_registry(monkeypatch, upstream, name, server=http_server)
     assert run(dest, dl, *DATASETS) == 0
-    assert sorted(p.name for p in dest.iterdir()) == ["chest_xray_pneumonia", "esc10", "esc50", "flickr8k", "fsdd",
-                                                       "medmnist"]
+    assert sorted(p.name for p in dest.iterdir()) == ["checksums.lock.json", "chest_xray_pneumonia", "esc10", "esc50",
+                                                       "flickr8k", "fsdd", "medmnist"]
     assert not leftovers(dl), "archives are removed after preparing unless --keep-archives"
     fl = data.load("flickr8k", "train", image_size=32)
     assert fl.info.source == "real" and len(fl) == 4 and all(len(r["captions"]) == 5 for r in fl.records)
@@ -202,12 +206,82 @@ def test_mirror_folder_without_the_file(upstream, dirs, monkeypatch, tmp_path, c
     assert "is not in that folder" in capsys.readouterr().err and not dest.exists()
 
 
-def test_unpinned_checksum_is_reported_with_its_sha256(http_server, upstream, dirs, monkeypatch, capsys):
+def lock_of(dest: Path) -> dict:
+    return json.loads((dest / fetch.LOCK_NAME).read_text())["files"]
+
+
+def with_extra_member(blob: bytes, name: str = "NEWS.md") -> bytes:
+    """The same archive with one more file: what an upstream re-release looks like."""
+    buf = io.BytesIO(blob)
+    with zipfile.ZipFile(buf, "a") as zf:
+        zf.writestr(name, b"a new upstream release\n")
+    return buf.getvalue()
+
+
+def test_unpinned_file_is_trusted_on_first_use_then_verified(http_server, upstream, dirs, monkeypatch, capsys):
     dest, dl = dirs
     (name, blob), = point_registry(monkeypatch, upstream, "fsdd", server=http_server, pin=False).items()
     assert run(dest, dl, "fsdd") == 0
-    out = capsys.readouterr().out
-    assert "UNVERIFIED" in out and sha256(blob) in out
+    entry = lock_of(dest)[name]
+    assert (entry["sha256"], entry["size"], entry["pinned"]) == (sha256(blob), len(blob), None)
+    assert entry["dataset"] == "fsdd"
+    assert "trust on first use" in capsys.readouterr().out
+    assert run(dest, dl, "fsdd", extra=["--force"]) == 0  # second use: downloaded again, checked against the lock
+    assert "matches the sha256 recorded" in capsys.readouterr().out and lock_of(dest)[name] == entry
+
+    new = with_extra_member(blob)
+    http_server.add(name, new)  # the upstream changes the file behind the same URL
+    assert run(dest, dl, "fsdd", extra=["--force"]) == 1
+    err = capsys.readouterr().err
+    for needle in (name, f"recorded sha256: {sha256(blob)}", f"found sha256:    {sha256(new)}",
+                   "--force --allow-changed", f"delete {dl / name}"):
+        assert needle in err, needle
+    assert lock_of(dest)[name] == entry, "a refused file is never recorded"
+    assert (dest / "fsdd" / "recordings" / "0_george_0.wav").is_file(), "the prepared data is left alone"
+    assert (dl / name).read_bytes() == new, "the refused file is kept, so accepting it needs no new download"
+
+    served = len(http_server.requests)
+    assert run(dest, dl, "fsdd", extra=["--force", "--allow-changed"]) == 0
+    assert len(http_server.requests) == served and "--allow-changed: accepting" in capsys.readouterr().out
+    assert lock_of(dest)[name]["sha256"] == sha256(new)
+    assert run(dest, dl, "fsdd", extra=["--force"]) == 0, "the re-recorded hash verifies from now on"
+
+
+def test_damaged_local_copy_is_refused(http_server, upstream, dirs, monkeypatch, capsys):
+    dest, dl = dirs
+    (name, blob), = point_registry(monkeypatch, upstream, "esc50", server=http_server, pin=False).items()
+    assert run(dest, dl, "esc50", extra=["--keep-archives"]) == 0
+    (dl / name).write_bytes(with_extra_member(blob, "stray.txt"))
+    assert run(dest, dl, "esc50", extra=["--force"]) == 1
+    assert "not the file recorded on first use" in capsys.readouterr().err
+
+
+def test_pinned_md5_file_also_gets_its_sha256_recorded(http_server, upstream, dirs, monkeypatch):
+    dest, dl = dirs
+    src = fetch.REGISTRY["medmnist:breastmnist"]
+    blob = upstream["medmnist"]["breastmnist.npz"]
+    remote = replace(src.files[0], url=http_server.add("breastmnist.npz", blob), md5=md5(blob))
+    monkeypatch.setitem(fetch.REGISTRY, "medmnist:breastmnist", replace(src, files=(remote,)))
+    assert run(dest, dl, "breastmnist") == 0
+    entry = lock_of(dest)["breastmnist.npz"]
+    assert entry["sha256"] == sha256(blob) and entry["pinned"] == "md5"
+    rows = {r["dataset"]: r for r in fetch.integrity(dest)}
+    assert rows["medmnist:breastmnist"]["status"] == "pinned md5, sha256 recorded"
+    assert rows["medmnist:pneumoniamnist"]["status"] == "pinned md5"
+    assert rows["chest_xray"]["status"] == "unverified" and rows["fsdd"]["status"] == "unverified"
+    table = fetch.format_integrity(dest)
+    assert "pinned md5, sha256 recorded" in table and str(dest / fetch.LOCK_NAME) in table
+
+
+def test_integrity_reports_files_recorded_on_first_use(http_server, upstream, dirs, monkeypatch):
+    dest, dl = dirs
+    point_registry(monkeypatch, upstream, "chest_xray", server=http_server, pin=False)
+    assert run(dest, dl, "chest_xray") == 0
+    row = next(r for r in fetch.integrity(dest) if r["dataset"] == "chest_xray")
+    assert row["status"] == "recorded on first use" and row["file"] == "ChestXRay2017.zip"
+    (dest / fetch.LOCK_NAME).write_text("{not json")
+    assert run(dest, dl, "chest_xray", extra=["--force"]) == 1  # a broken lock is never silently replaced
+    assert "unreadable checksum lock" in fetch.integrity(dest)[0]["detail"]
 
 
 def test_prepared_dataset_is_skipped_unless_forced(http_server, upstream, dirs, monkeypatch, capsys):
@@ -230,6 +304,7 @@ def test_wrong_archive_fails_prepare_without_touching_data(http_server, dirs, mo
     assert run(dest, dl, "fsdd") == 1
     assert "no recordings" in capsys.readouterr().err
     assert not (dest / "fsdd").exists() and not [p for p in dest.iterdir() if p.name.startswith(".")]
+    assert not (dest / fetch.LOCK_NAME).exists(), "a file that failed to prepare is not trusted"
 
 
 def test_list_registry_and_unknown_names(capsys):
@@ -242,21 +317,39 @@ def test_list_registry_and_unknown_names(capsys):
     assert fetch.main(["--help"]) == 0
 
 
-def test_registry_pins_the_real_upstream_sources():
-    reg = fetch.REGISTRY
-    pn, br = reg["medmnist:pneumoniamnist"].files[0], reg["medmnist:breastmnist"].files[0]
-    assert pn.md5 == "28209eda62fecd6e6a2d98b1501bb15f" and br.md5 == "750601b1f35ba3300ea97c75c52ff8f6"
-    assert br.url == "https://zenodo.org/records/10519652/files/breastmnist.npz?download=1"
-    assert reg["medmnist:breastmnist_224"].files[0].filename == "breastmnist_224.npz"
-    assert [f.filename for f in reg["flickr8k"].files] == ["Flickr8k_Dataset.zip", "Flickr8k_text.zip"]
-    assert all(f.url.startswith("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/")
-               for f in reg["flickr8k"].files)
-    assert "rscbjbr9sj" in reg["chest_xray"].files[0].url and reg["chest_xray"].files[0].filename == "ChestXRay2017.zip"
-    assert "26eb9aaf76e81b692f806f9140c2d2777410d7a1" in reg["fsdd"].files[0].url
-    assert reg["esc50"].files[0].url == "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+def test_registry_sources_cannot_change_silently():
+    """Every upstream file is https, pinned or recordable, and GitHub archives name a commit, not a branch."""
+    names = [r.filename for s in fetch.REGISTRY.values() for r in s.files]
+    assert len(names) == len(set(names)), "the lock is keyed by file name: names must be unique"
+    for name, s in fetch.REGISTRY.items():
+        for r in s.files:
+            assert r.url.startswith("https://"), (name, r.url)
+            assert r.md5 is None or re.fullmatch(r"[0-9a-f]{32}", r.md5), (name, r.md5)
+            if "/archive/" in r.url:
+                ref = r.url.rsplit("/", 1)[1].removesuffix(".zip")
+                assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{name}: archive of a branch ({ref}) changes over time"
+                assert ref in r.filename
+    assert ESC50_COMMIT in fetch.REGISTRY["esc50"].files[0].url
     assert [s.name for s in fetch.resolve(["medmnist"])] == ["medmnist:pneumoniamnist", "medmnist:breastmnist"]
     assert fetch.resolve(["esc10"])[0].name == "esc50"
     assert fetch.resolve(["dermamnist_64"])[0].name == "medmnist:dermamnist_64"
+
+
+@pytest.mark.parametrize("top", [f"ESC-50-{ESC50_COMMIT}", "ESC-50-master"])
+def test_prepare_esc50_takes_the_archive_top_folder(upstream, tmp_path, top):
+    """The commit archive unpacks to ESC-50-<commit>/, master.zip to ESC-50-master/: both prepare the same."""
+    (blob,) = upstream["esc50"].values()
+    src, buf = zipfile.ZipFile(io.BytesIO(blob)), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            out.writestr(top + "/" + info.filename.split("/", 1)[1], src.read(info))
+        out.writestr(f"{top}/tests/audio/extra.wav", b"not a clip")  # only <top>/audio/ holds the clips
+    archive = tmp_path / f"{top}.zip"
+    archive.write_bytes(buf.getvalue())
+    made = prepare.prepare_esc50([archive], tmp_path / "data")
+    assert [p.name for p in made] == ["esc50", "esc10"]
+    assert sorted(p.name for p in (tmp_path / "data" / "esc50" / "audio").iterdir()) == \
+        ["1-1000-A-0.wav", "1-1005-A-5.wav", "2-1000-A-0.wav", "2-1005-A-5.wav"]
 
 
 @pytest.mark.parametrize("script,name", [("fetch_flickr8k.py", "flickr8k"), ("fetch_chest_xray.py", "chest_xray"),

@@ -1,12 +1,13 @@
 """Dataset loaders on the real prepared data (exact split sizes) and on the synthetic fallback."""
 from __future__ import annotations
 
+import csv
 from collections import Counter
 
 import pytest
 import torch
 
-from conftest_data import need_real, read_records
+from conftest_data import REAL_DIR, _jpeg, _zip, build_upstream, need_real, read_records
 
 from mmcourse import data
 from mmcourse.data import DataError
@@ -35,15 +36,33 @@ def test_flickr8k_official_splits(real_data):
     assert data.load("flickr8k", "test", pil=True, image_size=None)[0]["image"].size == (224, 224)
 
 
+# Official training set sizes of the two layouts: what `make data` prepares from Mendeley's zip (its
+# train/ holds the 16 images Kaggle moved to val/) and Kaggle's / ../shared/datasets' (without them).
+CHEST_TRAINVAL = {5232: "Mendeley ChestXRay2017.zip (make data)", 5216: "Kaggle layout without val/ (shared copy)"}
+
+
+def labels_csv_counts(folder) -> dict[str, Counter]:
+    """What the prepare step wrote: (label, subtype) counts per official split, read straight from labels.csv."""
+    with open(folder / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = {"trainval": Counter(), "test": Counter()}
+    for r in rows:
+        out["test" if r["split"] == "test" else "trainval"][(int(r["label_id"]), r["subtype"])] += 1
+    return out
+
+
 def test_chest_xray_official_splits(real_data):
-    need_real("chest_xray_pneumonia")
+    folder = need_real("chest_xray_pneumonia")
+    want = labels_csv_counts(folder)
+    n = sum(want["trainval"].values())
+    assert n in CHEST_TRAINVAL, f"{n} official training images: neither known layout ({CHEST_TRAINVAL})"
+    assert sum(want["test"].values()) == 624
     trainval, test = data.load("chest_xray", "trainval"), data.load("chest_xray", "test")
-    assert Counter(trainval.column("label")) == {0: 1341, 1: 3875}
-    assert Counter(test.column("label")) == {0: 234, 1: 390}
-    assert Counter(trainval.column("subtype")) == {"normal": 1341, "bacteria": 2530, "virus": 1345}
+    assert Counter(zip(trainval.column("label"), trainval.column("subtype"))) == want["trainval"]
+    assert Counter(zip(test.column("label"), test.column("subtype"))) == want["test"]
     train, val = data.load("chest_xray", "train"), data.load("chest_xray", "val")
-    assert len(train) + len(val) == 5216 and 0.07 * 5216 < len(val) < 0.13 * 5216
-    assert trainval.info.splits == {"train": len(train), "val": len(val), "test": 624, "trainval": 5216}
+    assert len(train) + len(val) == n and 0.07 * n < len(val) < 0.13 * n
+    assert trainval.info.splits == {"train": len(train), "val": len(val), "test": 624, "trainval": n}
     from mmcourse.data.chest_xray import patient_key
     tr_pat = {patient_key(str(p)) for p in train.column("path")}
     va_pat = {patient_key(str(p)) for p in val.column("path")}
@@ -104,11 +123,12 @@ def test_describe_lists_real_datasets(real_data):
     rows = {r["name"]: r for r in data.describe()}
     assert rows["flickr8k"]["status"] == "real"
     assert rows["flickr8k"]["splits"] == {"train": 6000, "val": 1000, "test": 1000}
-    assert rows["chest_xray"]["splits"]["trainval"] == 5216 and rows["chest_xray"]["splits"]["test"] == 624
+    assert rows["chest_xray"]["splits"]["trainval"] in CHEST_TRAINVAL and rows["chest_xray"]["splits"]["test"] == 624
     assert rows["medmnist:breastmnist"]["splits"] == {"train": 546, "val": 78, "test": 156}
     assert rows["fsdd"]["splits"] == {"train": 2700, "test": 300}
     assert rows["esc10"]["splits"]["all"] == 400
-    assert rows["esc50"]["status"] == "synthetic fallback"
+    # `make data` prepares esc50/ too; the shared copy holds only esc10/: expect whichever is there
+    assert rows["esc50"]["status"] == ("real" if (REAL_DIR / "esc50").is_dir() else "synthetic fallback")
     assert "flickr8k" in data.format_table(list(rows.values()))
 
 
@@ -121,6 +141,73 @@ def test_dataloader_batches_real_audio_and_images(real_data):
     need_real("flickr8k")
     batch = next(iter(data.dataloader(data.load("flickr8k", "test", image_size=32), batch_size=3, num_workers=0)))
     assert batch["image"].shape == (3, 3, 32, 32) and len(batch["captions"]) == 3
+
+
+# ------------------------------------------------------------------ both layouts, built in tmp dirs
+
+def chest_zip(val_split: bool) -> bytes:
+    """A tiny ChestXRay2017-style zip; ``val_split`` moves two train images to Kaggle's val/ folder."""
+    members = {}
+    for split, n in (("train", 4), ("test", 2)):
+        for i in range(n):
+            for cls, name in (("NORMAL", f"IM-{100 + i:04d}-0001.jpeg"), ("PNEUMONIA", f"person{i}_virus_{i}.jpeg")):
+                where = "val" if val_split and split == "train" and i == 3 else split
+                members[f"chest_xray/{where}/{cls}/{name}"] = _jpeg(i, (40, 32), "L")
+    return _zip(members)
+
+
+@pytest.mark.parametrize("val_split", [False, True], ids=["mendeley", "kaggle-val"])
+def test_chest_xray_layouts_with_and_without_val(tmp_path, data_cache, val_split):
+    import zipfile
+
+    from mmcourse.data import chest_xray, prepare
+
+    archive = tmp_path / "ChestXRay2017.zip"
+    archive.write_bytes(chest_zip(val_split))
+    (folder,) = prepare.prepare_chest_xray([archive], tmp_path / "prepared")
+    want = labels_csv_counts(folder)
+    assert sum(want["trainval"].values()) == 8, "prepare merges an upstream val/ folder into train/"
+    assert not (folder / "val").exists()
+    zipfile.ZipFile(archive).extractall(tmp_path / "unpacked")
+    # the prepared folder (labels.csv), and the raw upstream folders (scanned: train/, val/, test/)
+    for root in (folder, tmp_path / "unpacked"):
+        trainval = data.load("chest_xray", "trainval", root=root, image_size=16)
+        assert trainval.info.source == "real"
+        assert Counter(zip(trainval.column("label"), trainval.column("subtype"))) == want["trainval"]
+        assert len(data.load("chest_xray", "test", root=root)) == 4
+        assert trainval[0]["image"].shape == (1, 16, 16)
+        assert chest_xray.summary(root)["splits"]["trainval"] == 8
+    (folder / "val" / "NORMAL").mkdir(parents=True)  # Kaggle-style labels.csv: val rows are training data
+    (folder / "val" / "NORMAL" / "a.jpeg").write_bytes(_jpeg(9, (40, 32), "L"))
+    with open(folder / "labels.csv", "a") as f:
+        f.write("val/NORMAL/a.jpeg,val,NORMAL,0,normal\n")
+    assert len(data.load("chest_xray", "trainval", root=folder)) == 9
+
+
+def test_fsdd_wav_and_flac_layouts_load_the_same(tmp_path, data_cache):
+    """prepare_fsdd writes the upstream WAVs; the shared copy holds lossless FLAC: same samples either way."""
+    import soundfile as sf
+    from mmcourse.data import fsdd, prepare
+
+    (name, blob), = build_upstream()["fsdd"].items()
+    (tmp_path / name).write_bytes(blob)
+    (wav_root,) = prepare.prepare_fsdd([tmp_path / name], tmp_path / "wav")
+    wavs = sorted((wav_root / "recordings").iterdir())
+    assert wavs and {p.suffix for p in wavs} == {".wav"}
+    flac_rec = tmp_path / "flac" / "fsdd" / "recordings"
+    flac_rec.mkdir(parents=True)
+    for p in wavs:
+        x, sr = sf.read(p, dtype="int16")
+        sf.write(flac_rec / (p.stem + ".flac"), x, sr, format="FLAC", subtype="PCM_16")
+    for split, n in (("train", 8), ("test", 4)):
+        w = data.load("fsdd", split, root=wav_root, cache=False)
+        f = data.load("fsdd", split, root=flac_rec.parent, cache=False)
+        assert len(w) == len(f) == n and w.column("label") == f.column("label")
+        assert all(torch.equal(w[i]["audio"], f[i]["audio"]) for i in range(n)), "FLAC is lossless"
+    (flac_rec / wavs[0].name).write_bytes(wavs[0].read_bytes())  # a stem in both formats is read once
+    mixed = data.load("fsdd", "all", root=flac_rec.parent)
+    assert len(mixed) == 12 and str(mixed.column("path")[0]).endswith(".flac")
+    assert fsdd.summary(root=wav_root)["detail"] == "12 recordings (.wav)"
 
 
 # ------------------------------------------------------------------ no real data: synthetic stand-ins
@@ -217,3 +304,21 @@ def test_load_rejects_unknown_names(no_data):
         data.load("medmnist:breastmnst")
     with pytest.raises(ValueError, match="split"):
         data.load("flickr8k", "training")
+
+
+def test_stand_ins_live_next_to_their_datasets(no_data):
+    """synthetic.py holds shared helpers only (no import of a dataset module: no cycle); old names still work."""
+    import ast
+
+    from mmcourse.data import chest_xray, esc, fsdd, medmnist, synthetic
+    tree = ast.parse(open(synthetic.__file__, encoding="utf-8").read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"chest_xray", "esc", "fsdd", "medmnist", "flickr8k", "mmcourse.data.chest_xray",
+                           "mmcourse.data.esc", "mmcourse.data.fsdd", "mmcourse.data.medmnist"}, imported
+    assert synthetic.chest_xray is chest_xray.synthetic and synthetic.spoken_digits is fsdd.synthetic
+    assert synthetic.sounds is esc.synthetic and synthetic.medmnist is medmnist.synthetic
+    assert synthetic.VOICES == fsdd.VOICES and synthetic.CHEST_SIZES == chest_xray.SYNTHETIC_SIZES
+    assert len(fsdd.synthetic("test")) == 300 and len(esc.synthetic("esc50", "test", test_fold=2)) == 100
+    with pytest.raises(AttributeError):
+        synthetic.no_such_stand_in

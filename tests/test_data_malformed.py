@@ -431,10 +431,6 @@ CORPUS = [flickr_token_missing, flickr_token_empty, flickr_split_missing, flickr
           root_does_not_exist, data_dir_typo, env_dir_missing]
 
 
-def test_corpus_is_big_enough():
-    assert len(CORPUS) >= 25
-
-
 @pytest.mark.parametrize("case", CORPUS, ids=[c.__name__ for c in CORPUS])
 def test_malformed_input(case, no_data, monkeypatch):
     monkeypatch.setenv("MMCOURSE_DATA_DIR", str(no_data))  # restored after env_dir_missing

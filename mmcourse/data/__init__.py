@@ -110,7 +110,11 @@ def default_workers(dataset: Dataset) -> int:
 def dataloader(dataset: Dataset, batch_size: int = 32, shuffle: bool = False, *, num_workers: int | None = None,
                pin_memory: bool | None = None, collate_fn=collate, **kwargs) -> DataLoader:
     """A DataLoader with course defaults: dict :func:`collate` (pads audio), workers for file-backed
-    sets (decoding in parallel), pinned memory when a CUDA GPU will consume the batches."""
+    sets (decoding in parallel), pinned memory when a CUDA GPU will consume the batches.
+
+    Threads: each worker process runs torch on one intra-op thread (PyTorch sets it when the worker
+    starts), which is right for small per-sample ops; the main process keeps the caller's setting
+    (with ``num_workers=0`` on a busy machine, wrap the loop in ``transforms.one_thread()``)."""
     workers = default_workers(dataset) if num_workers is None else num_workers
     if workers > 0:
         kwargs.setdefault("persistent_workers", True)

@@ -3,13 +3,16 @@
 Layout read (``<MMCOURSE_DATA_DIR>/chest_xray_pneumonia/``; ``chest_xray/`` is accepted too)::
 
     train/{NORMAL,PNEUMONIA}/*.jpeg   test/{NORMAL,PNEUMONIA}/*.jpeg
+    [val/{NORMAL,PNEUMONIA}/*.jpeg]   (Kaggle's upstream val split, optional)
     labels.csv                        path,split,label,label_id,subtype (optional: else the folders are scanned)
 
 Splits: ``train`` and ``val`` are carved from the official training set, ``trainval`` is the
-whole official training set (5,216 images in the prepared copy; 5,232 in Mendeley's
-ChestXRay2017.zip, whose train folder also holds Kaggle's 16 "val" images) and ``test`` is the
-official test set (624). Labels: 0 = NORMAL, 1 = PNEUMONIA; ``subtype`` is normal / bacteria /
-virus, from the file name.
+whole official training set and ``test`` is the official test set (624). The official training
+set is 5,232 images in Mendeley's ChestXRay2017.zip (what ``make data`` prepares) and 5,216 in
+Kaggle's layout and in ``../shared/datasets``, which lack the 16 images Kaggle moved to its tiny
+``val/`` folder. Both layouts load: an upstream ``val/`` folder (or ``val`` rows in
+``labels.csv``) counts as official training data, exactly as the prepare step merges it.
+Labels: 0 = NORMAL, 1 = PNEUMONIA; ``subtype`` is normal / bacteria / virus, from the file name.
 
 How the validation split is carved (deterministic, patient-grouped): each file's *patient key*
 is ``personN`` for pneumonia files (``person1_bacteria_1.jpeg``) and the ``IM-NNNN`` stem for
@@ -30,10 +33,14 @@ import os
 import re
 from pathlib import Path
 
-from mmcourse.data import files, sources, synthetic
+import numpy as np
+import torch
+
+from mmcourse.data import files, sources
+from mmcourse.data import synthetic as synth
 from mmcourse.data.errors import SkipLog, data_error
 from mmcourse.data.records import Records
-from mmcourse.data.transforms import to_channels, to_float
+from mmcourse.data.transforms import resize, to_channels, to_float
 
 NAME = "chest_xray"
 FOLDERS = ("chest_xray_pneumonia", "chest_xray")
@@ -78,28 +85,32 @@ def read_labels(folder: Path, skips: SkipLog) -> list[dict]:
     rows = []
     for lineno, row in enumerate(files.read_csv(path, COLUMNS, "labels file", FIX), 2):
         where = f"{path}:{lineno}"
-        if row["split"] not in ("train", "test"):
-            skips.skip(where, f"split {row['split']!r} is not 'train' or 'test'", FIX)
+        if row["split"] not in ("train", "val", "test"):
+            skips.skip(where, f"split {row['split']!r} is not 'train', 'val' or 'test'", FIX)
         elif row["label"] not in CLASSES:
             skips.skip(where, f"label {row['label']!r} is not one of {CLASSES}", FIX)
         elif row["label_id"] != str(CLASSES.index(row["label"])):
             skips.skip(where, f"label_id {row['label_id']!r} out of range or inconsistent with label "
                        f"{row['label']!r} (expected {CLASSES.index(row['label'])})", FIX)
         else:
-            rows.append({"path": row["path"], "split": row["split"], "label": CLASSES.index(row["label"]),
+            rows.append({"path": row["path"], "split": "test" if row["split"] == "test" else "train",
+                         "label": CLASSES.index(row["label"]),
                          "subtype": row["subtype"] if row["subtype"] in SUBTYPES else subtype_of(row["path"])})
     return rows
 
 
 def scan_folders(folder: Path) -> list[dict]:
-    """Rows built from ``{train,test}/{NORMAL,PNEUMONIA}/`` when there is no ``labels.csv``."""
+    """Rows built from ``{train,val,test}/{NORMAL,PNEUMONIA}/`` when there is no ``labels.csv``.
+
+    An upstream ``val/`` folder is official training data (Kaggle split 16 images off ``train/``)."""
     if not (folder / "train").is_dir() and not (folder / "test").is_dir():
         raise data_error(folder, f"neither {LABELS_FILE} nor train/ and test/ folders found", FIX)
     rows = []
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for label, cls in enumerate(CLASSES):
             for name in sorted(files.scan(folder / split / cls, IMAGE_SUFFIXES)):
-                rows.append({"path": f"{split}/{cls}/{name}", "split": split, "label": label,
+                rows.append({"path": f"{split}/{cls}/{name}", "split": "test" if split == "test" else "train",
+                             "label": label,
                              "subtype": subtype_of(name)})
     return rows
 
@@ -138,7 +149,7 @@ def load(split: str = "train", *, image_size: int | None = 224, channels: int = 
     folder, why = sources.locate(FOLDERS, LABELS_FILE, root)
     if folder is None:
         sources.missing_real_data(NAME, why, fallback, NAME)
-        return synthetic.chest_xray(split, image_size=image_size or 224, channels=channels, val_fraction=val_fraction,
+        return synthetic(split, image_size=image_size or 224, channels=channels, val_fraction=val_fraction,
                                     transform=transform, pil=pil, name=NAME, reason=why)
     skips = SkipLog(f"{NAME} {split}", strict)
     rows = read_labels(folder, skips)
@@ -185,14 +196,111 @@ def summary(root: str | os.PathLike | None = None, val_fraction: float = 0.1) ->
     """Status row for ``data.describe()``: real / synthetic fallback / missing, path, split sizes."""
     folder, why = sources.locate(FOLDERS, LABELS_FILE, root)
     if folder is None:
-        rows = synthetic._chest_rows("trainval")
+        rows = _synthetic_rows("trainval")
         n_val = sum(in_val(r["path"], val_fraction) for r in rows)
-        sizes = {"train": len(rows) - n_val, "val": n_val, "test": synthetic.CHEST_SIZES["test"], "trainval": len(rows)}
+        sizes = {"train": len(rows) - n_val, "val": n_val, "test": SYNTHETIC_SIZES["test"], "trainval": len(rows)}
         return {"status": "synthetic fallback", "path": str(sources.data_root(root) / FOLDERS[0]),
                 "splits": sizes, "detail": why}
     rows = read_labels(folder, SkipLog(NAME))
-    n_files = sum(len(files.scan(folder / s / c, IMAGE_SUFFIXES)) for s in ("train", "test") for c in CLASSES)
+    n_files = sum(len(files.scan(folder / s / c, IMAGE_SUFFIXES)) for s in ("train", "val", "test") for c in CLASSES)
     sizes = split_sizes(rows, val_fraction)
     if not rows or not n_files:
         return {"status": "missing", "path": str(folder), "splits": sizes, "detail": "no labelled images found"}
     return {"status": "real", "path": str(folder), "splits": sizes, "detail": f"{n_files:,} image files"}
+
+
+# ======================================================================= synthetic stand-in
+
+SYNTHETIC_SIZES = {"trainval": 520, "test": 124}
+_CHEST_PNEUMONIA_RATE = {"trainval": 0.743, "test": 0.625}
+
+
+def _soft(d: np.ndarray, edge: float = 0.08) -> np.ndarray:
+    """Smooth inside-ness of an implicit shape (``d`` < 1 inside)."""
+    return 1.0 / (1.0 + np.exp(np.minimum((d - 1.0) / edge, 50.0)))
+
+
+def xray_image(rng: np.random.Generator, label: int, subtype: str, size: int) -> np.ndarray:
+    """A chest-X-ray-like uint8 image ``(size, size)``: body, lungs, spine, ribs, heart (+ opacities).
+
+    The smooth anatomy is drawn at up to 112×112 and upsampled; the noise is added at full size.
+    """
+    res = min(size, 112)
+    dx, dy = rng.uniform(-0.03, 0.03, 2)
+    sc = rng.uniform(0.95, 1.05)
+    y, x = np.mgrid[0:res, 0:res].astype(np.float32) / res
+    x, y = (x - 0.5 - dx) / sc + 0.5, (y - 0.5 - dy) / sc + 0.5
+    img = 0.06 + 0.36 * _soft(((x - 0.5) / 0.44) ** 2 + ((y - 0.6) / 0.55) ** 2)
+    lungs = np.zeros_like(x)
+    for cx in (0.32, 0.68):
+        lungs += _soft(((x - cx) / 0.14) ** 2 + ((y - 0.46) / 0.27) ** 2, 0.12)
+    img -= 0.24 * lungs
+    img += 0.22 * np.exp(-((x - 0.5) / 0.035) ** 2) * (y > 0.12)
+    ribs = (np.sin(2 * np.pi * (y * 9.0 - 2.5 * (x - 0.5) ** 2)) > 0.6).astype(np.float32)
+    img += 0.07 * ribs * lungs
+    img += 0.16 * _soft(((x - 0.56) / 0.13) ** 2 + ((y - 0.63) / 0.11) ** 2)
+    if label == 1 and subtype == "bacteria":
+        cx, cy = (0.32 if rng.random() < 0.5 else 0.68) + rng.uniform(-0.04, 0.04), rng.uniform(0.38, 0.6)
+        s = rng.uniform(0.05, 0.09)
+        img += rng.uniform(0.3, 0.42) * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * s * s))) * lungs
+    elif label == 1:
+        spots = np.zeros_like(x)
+        for _ in range(int(rng.integers(18, 34))):
+            cx, cy = rng.choice([0.32, 0.68]) + rng.uniform(-0.1, 0.1), rng.uniform(0.25, 0.68)
+            spots += np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.018 ** 2)))
+        img += (0.05 + 0.07 * np.clip(spots, 0, 1)) * lungs
+    img = img * rng.uniform(0.9, 1.1)
+    if res != size:
+        img = resize(torch.from_numpy(img.astype(np.float32))[None], size)[0].numpy()
+    img = img + rng.normal(0, 0.018, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _synthetic_rows(group: str) -> list[dict]:
+    rows = []
+    for i in range(SYNTHETIC_SIZES[group]):
+        rng = synth.rng(21, synth.SPLIT_IDS[group], i)
+        label = int(rng.random() < _CHEST_PNEUMONIA_RATE[group])
+        subtype = ("bacteria" if rng.random() < 0.65 else "virus") if label else "normal"
+        pid = 5000 * synth.SPLIT_IDS[group] + i // 2
+        fname = f"person{pid}_{subtype}_{i}.jpeg" if label else f"IM-{pid:05d}-{i % 2 + 1:04d}.jpeg"
+        cls = "PNEUMONIA" if label else "NORMAL"
+        rows.append({"path": f"synthetic/{'test' if group == 'test' else 'train'}/{cls}/{fname}",
+                     "label": label, "subtype": subtype, "group": group, "index": i})
+    return rows
+
+
+def synthetic(split: str = "train", *, image_size: int = 224, channels: int = 1, val_fraction: float = 0.1,
+               transform=None, pil: bool = False, name: str = "chest_xray", reason: str = "") -> Records:
+    """Chest-X-ray-like classification set (Kermany stand-in; notebook 09).
+
+    Same splits and sample dicts as :func:`mmcourse.data.chest_xray.load`: 520 official-train
+    images (about 74 % pneumonia, val carved by the same patient hash) and 124 test images.
+    """
+    if split not in ("train", "val", "test", "trainval"):
+        raise ValueError(f"split must be train, val, test or trainval, not {split!r}")
+    trainval, test = _synthetic_rows("trainval"), _synthetic_rows("test")
+    val = [r for r in trainval if in_val(r["path"], val_fraction)]
+    train = [r for r in trainval if not in_val(r["path"], val_fraction)]
+    by = {"train": train, "val": val, "test": test, "trainval": trainval}
+    sizes = {k: len(v) for k, v in by.items()}
+    info = sources.Info(name, "synthetic", split, synth.LICENCE, synth.CITATION, sizes,
+                        classes=["NORMAL", "PNEUMONIA"])
+    synth.announce(info, "procedural chest-X-ray-like images (normal / lobar / diffuse opacities)", reason,
+                   "chest_xray")
+    read = functools.partial(_read_xray, image_size=image_size, channels=channels, transform=transform, pil=pil)
+    return Records(by[split], read, info)
+
+
+def _read_xray(record: dict, image_size: int, channels: int, transform, pil: bool = False) -> dict:
+    rng = synth.rng(22, synth.SPLIT_IDS[record["group"]], record["index"])
+    arr = xray_image(rng, record["label"], record["subtype"], image_size)
+    if pil:
+        from PIL import Image
+
+        img = Image.fromarray(arr, "L").convert("L" if channels == 1 else "RGB")
+    else:
+        img = to_channels(torch.from_numpy(arr).float().div_(255.0)[None], channels)
+    if transform is not None:
+        img = transform(img)
+    return {"image": img, "label": record["label"], "subtype": record["subtype"], "path": record["path"]}

@@ -22,9 +22,14 @@ import functools
 import os
 from pathlib import Path
 
-from mmcourse.data import files, sources, synthetic
+import numpy as np
+import torch
+
+from mmcourse.data import files, sources
+from mmcourse.data import synthetic as synth
 from mmcourse.data.errors import SkipLog, data_error
 from mmcourse.data.records import Records
+from mmcourse.data.transforms import log_mel
 
 VARIANTS = ("esc10", "esc50")
 SPLITS = ("train", "test", "all")
@@ -49,7 +54,12 @@ CITATION = ("K. J. Piczak. ESC: Dataset for Environmental Sound Classification. 
             "doi:10.1145/2733373.2806390; data doi:10.7910/DVN/YDEPUT.")
 HOMEPAGE = "https://github.com/karolpiczak/ESC-50"
 FIX = "re-run `python -m mmcourse fetch data esc50 --force`"
-ESC50_FOLDERS = ("esc50", "ESC-50", "ESC-50-master")
+# The upstream commit the course pins (``make data`` fetches GitHub's archive of it, whose top folder is
+# ``ESC-50-<commit>/``). It is the newest commit on master as far as we know; it could not be checked
+# against GitHub from here, but several independent public projects pin this same commit for the
+# archive (645,832,161 bytes). The archive has no published checksum: its sha256 is recorded on first use.
+ESC50_COMMIT = "33c8ce9eb2cf0b1c2f8bcf322eb349b6be34dbb6"
+ESC50_FOLDERS = ("esc50", "ESC-50", f"ESC-50-{ESC50_COMMIT}", "ESC-50-master")
 
 
 def classes(variant: str) -> list[str]:
@@ -122,7 +132,7 @@ def load(variant: str = "esc10", split: str = "train", *, test_fold: int = 1, sa
     folder, csv_path, why = find(variant, root)
     if folder is None:
         sources.missing_real_data(variant, why, fallback, "esc50")
-        return synthetic.sounds(variant, split, test_fold=test_fold, sample_rate=sample_rate, features=features,
+        return synthetic(variant, split, test_fold=test_fold, sample_rate=sample_rate, features=features,
                                 n_mels=n_mels, transform=transform, reason=why)
     skips = SkipLog(f"{variant} {split}", strict)
     rows = read_meta(csv_path, variant, skips)
@@ -158,7 +168,7 @@ def summary(variant: str = "esc10", root: str | os.PathLike | None = None) -> di
     """Status row for ``data.describe()``: real / synthetic fallback / missing, path, split sizes."""
     folder, csv_path, why = find(variant, root)
     if folder is None:
-        per = synthetic.SOUNDS_PER_FOLD[variant] * len(classes(variant))
+        per = SOUNDS_PER_FOLD[variant] * len(classes(variant))
         where = sources.data_root(root) / ("esc10" if variant == "esc10" else "esc50")
         return {"status": "synthetic fallback", "path": str(where),
                 "splits": {**{f"fold{f}": per for f in FOLDS}, "all": 5 * per}, "detail": why}
@@ -170,3 +180,100 @@ def summary(variant: str = "esc10", root: str | os.PathLike | None = None) -> di
     folds = "/".join(str(sizes[f"fold{f}"]) for f in FOLDS)
     detail = f"{csv_path.name}, folds {folds}" + (f", {len(skips)} unusable rows" if skips else "")
     return {"status": "real", "path": str(folder), "splits": sizes, "detail": detail}
+
+
+# ======================================================================= synthetic stand-in
+
+_ESC10_KIND = {0: 0, 1: 1, 10: 2, 11: 3, 12: 4, 20: 5, 21: 6, 38: 7, 40: 8, 41: 9}
+SOUNDS_PER_FOLD = {"esc10": 4, "esc50": 2}
+
+
+def sound_clip(target: int, clip: int, sample_rate: int = 16000, seconds: float = 5.0) -> np.ndarray:
+    """A 5-s procedural sound of class ``target`` (barks, sweeps, hiss, waves, crackle, ...)."""
+    kind = _ESC10_KIND.get(target, target % 10)
+    crng, rng = synth.rng(51, target), synth.rng(52, target, clip)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    fs = crng.uniform(0.7, 1.4)  # class-level frequency scale (separates ESC-50 classes of one kind)
+    x = np.zeros(n)
+    noise = rng.normal(0, 1, n)
+
+    def burst(start: float, length: float) -> np.ndarray:
+        return np.exp(-0.5 * ((t - start - length / 2) / (length / 4)) ** 2)
+
+    if kind == 0:  # barks: short harmonic bursts
+        for s in rng.uniform(0, seconds - 0.3, int(rng.integers(3, 7))):
+            f0 = 500 * fs * rng.uniform(0.9, 1.1)
+            x += burst(s, 0.18) * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in (1, 2, 3))
+    elif kind == 1:  # crowing: rising-falling harmonic sweep
+        for s in rng.uniform(0, seconds - 1.5, int(rng.integers(1, 3))):
+            f = 600 * fs * (1 + 0.5 * np.sin(np.pi * np.clip((t - s) / 1.3, 0, 1)))
+            x += burst(s, 1.3) * np.sin(2 * np.pi * np.cumsum(f) / sample_rate)
+    elif kind == 2:  # steady hiss (rain)
+        x = np.diff(noise, prepend=0) * 0.5 * (1 + 0.1 * rng.random())
+    elif kind == 3:  # waves: low noise with slow swell
+        low = np.convolve(noise, np.ones(40) / 40, mode="same")
+        x = low * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.12, 0.25) * fs * t + rng.uniform(0, 6)))
+    elif kind == 4:  # crackle: sparse decaying clicks
+        x = 0.05 * noise
+        for s in rng.uniform(0, seconds, int(rng.integers(60, 160) * fs)):
+            i = int(s * sample_rate)
+            m = min(n - i, 200)
+            x[i:i + m] += rng.uniform(0.5, 1) * np.exp(-np.arange(m) / 25) * rng.choice([-1, 1])
+    elif kind == 5:  # crying: vibrato harmonic tone in bursts
+        f = 420 * fs * (1 + 0.06 * np.sin(2 * np.pi * 5.5 * t))
+        ph = 2 * np.pi * np.cumsum(f) / sample_rate
+        env = sum(burst(s, 1.0) for s in np.arange(rng.uniform(0, 0.5), seconds - 0.8, 1.3))
+        x = env * (np.sin(ph) + 0.5 * np.sin(2 * ph) + 0.3 * np.sin(3 * ph))
+    elif kind == 6:  # sneeze: quiet rising inhale then a sharp noise burst
+        s = rng.uniform(1, seconds - 1)
+        inhale = 0.2 * noise * np.clip((t - s + 0.8) / 0.8, 0, 1) * (t < s)
+        x = inhale + noise * np.exp(-np.clip(t - s, 0, None) / 0.08) * (t >= s)
+    elif kind == 7:  # ticks: periodic clicks
+        period = 0.5 / fs
+        for s in np.arange(rng.uniform(0, period), seconds, period):
+            i = int(s * sample_rate)
+            m = min(n - i, 120)
+            x[i:i + m] += np.sin(2 * np.pi * 3000 * np.arange(m) / sample_rate) * np.exp(-np.arange(m) / 20)
+    elif kind == 8:  # rotor: noise amplitude-modulated at ~20 Hz
+        x = noise * (0.5 + 0.5 * np.sin(2 * np.pi * 18 * fs * t)) ** 2
+    else:  # buzz: sawtooth engine with noise
+        f0 = 110 * fs * rng.uniform(0.9, 1.1)
+        x = 2 * ((t * f0) % 1) - 1 + 0.3 * noise
+        x *= np.clip(np.sin(np.pi * t / seconds) * 3, 0, 1)
+    x = x + 0.01 * noise
+    return (0.6 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
+def synthetic(variant: str = "esc10", split: str = "train", *, test_fold: int = 1, sample_rate: int = 16000,
+           features: str = "waveform", n_mels: int = 64, transform=None, reason: str = "") -> Records:
+    """Procedural 5-s sound classes in 5 folds (ESC-10 / ESC-50 stand-in; notebooks 03, 10).
+
+    ESC-10: 10 classes × 4 clips × 5 folds = 200; ESC-50: 50 × 2 × 5 = 500. Same sample dicts
+    and fold logic as :func:`mmcourse.data.esc.load`.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be train, test or all, not {split!r}")
+    targets = ESC10_TARGETS if variant == "esc10" else range(len(CATEGORIES))
+    per = SOUNDS_PER_FOLD[variant]
+    rows = [{"target": tg, "label": (ESC10_TARGETS.index(tg) if variant == "esc10" else tg),
+             "category": CATEGORIES[tg], "fold": f, "clip": (f - 1) * per + j,
+             "path": f"synthetic/{f}-{tg:02d}{j:02d}-A-{tg}.wav"}
+            for f in range(1, 6) for tg in targets for j in range(per)]
+    records = [r for r in rows if split == "all" or (r["fold"] == test_fold) == (split == "test")]
+    sizes = {f"fold{f}": sum(r["fold"] == f for r in rows) for f in range(1, 6)}
+    sizes.update(train=len(rows) - sizes[f"fold{test_fold}"], test=sizes[f"fold{test_fold}"], all=len(rows))
+    info = sources.Info(variant, "synthetic", split, synth.LICENCE, synth.CITATION, sizes, classes=classes(variant))
+    synth.announce(info, "procedural 5-s sound classes (barks, sweeps, hiss, waves, clicks, ...)", reason, "esc50")
+    read = functools.partial(_read_sound, sample_rate=sample_rate, features=features, n_mels=n_mels,
+                             transform=transform)
+    return Records(records, read, info)
+
+
+def _read_sound(record: dict, sample_rate: int, features: str, n_mels: int, transform) -> dict:
+    wave = torch.from_numpy(sound_clip(record["target"], record["clip"], sample_rate))
+    x = log_mel(wave, sample_rate, n_mels=n_mels) if features == "logmel" else wave
+    out = {"sample_rate": sample_rate, "label": record["label"], "target": record["target"],
+           "category": record["category"], "fold": record["fold"], "path": record["path"]}
+    out["logmel" if features == "logmel" else "audio"] = transform(x) if transform is not None else x
+    return out

@@ -15,14 +15,20 @@ expected file name and target folder for a manual download.
 
 Checksums: MedMNIST's come from MedMNIST's own ``info.py``; Flickr8k's are the MD5s pinned by
 the mlverse ``torchvision`` R package for the same URLs. The others (Mendeley zip, GitHub
-archives generated on the fly) have no stable published checksum: they are stored as ``None``,
-the download is reported as UNVERIFIED with its SHA-256 (so it can be pinned), and the prepare
-step checks the content instead (file counts, CSV columns, npz keys).
+archives generated on the fly) have no published checksum, so they are **trusted on first use**:
+the SHA-256 of every file that prepared successfully is recorded in
+``<data dir>/checksums.lock.json`` (pinned files too), and every later fetch or prepare of the
+same file must match it. A changed file is refused with both hashes and the fix, unless
+``--allow-changed`` is given (which accepts it and records the new hash). The prepare step also
+checks the content (file counts, CSV columns, npz keys). ``mmcourse doctor`` shows, per
+dataset, whether it is pinned, recorded on first use, or not verified yet (:func:`integrity`).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
+import json
 import os
 import sys
 import time
@@ -37,8 +43,8 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from mmcourse import config
-from mmcourse.fileio import file_digest
-from mmcourse.data import medmnist, prepare
+from mmcourse.fileio import file_digest, write_text_atomic
+from mmcourse.data import esc, medmnist, prepare
 
 USER_AGENT = "mmcourse-fetch/0.1 (+https://github.com/; course data downloader)"
 CHUNK = 1 << 16
@@ -66,7 +72,8 @@ class Remote:
             return f"sha256 {self.sha256}"
         if self.md5:
             return f"md5 {self.md5}"
-        return "none pinned (the file is accepted as downloaded; its sha256 is printed so it can be pinned)"
+        return ("none published (its sha256 is recorded on first use in checksums.lock.json "
+                "and checked on every later use)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,9 @@ class Source:
 
 
 FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
-GH_ARCHIVE_NOTE = "GitHub builds archives on the fly, so no stable checksum: the content is checked instead"
+GH_ARCHIVE_NOTE = ("GitHub builds archives on the fly, so no published checksum: its sha256 is recorded on "
+                   "first use and the content is checked")
+ESC50_COMMIT = esc.ESC50_COMMIT
 
 
 def _medmnist_source(flag: str, size: int = 28) -> Source:
@@ -117,8 +126,8 @@ def build_registry() -> dict[str, Source]:
                    f"free-spoken-digit-dataset-{FSDD_COMMIT}.zip", approx="16 MB", note=GH_ARCHIVE_NOTE),
         ), "fsdd", prepare.prepare_fsdd, "Free Spoken Digit Dataset (CC BY-SA 4.0), notebooks 03, 05, 10"),
         "esc50": Source("esc50", (
-            Remote("https://github.com/karolpiczak/ESC-50/archive/master.zip", "ESC-50-master.zip", approx="600 MB",
-                   note=GH_ARCHIVE_NOTE),
+            Remote(f"https://github.com/karolpiczak/ESC-50/archive/{ESC50_COMMIT}.zip", f"ESC-50-{ESC50_COMMIT}.zip",
+                   approx="616 MiB", note=GH_ARCHIVE_NOTE),
         ), "esc50", prepare.prepare_esc50, "ESC-50 (CC BY-NC 3.0) + its ESC-10 subset (CC BY 3.0), notebooks 03, 10",
             aliases=("esc10", "esc")),
     }
@@ -160,7 +169,9 @@ def resolve(names: list[str]) -> list[Source]:
 # ------------------------------------------------------------------ download
 
 def verify(path: Path, remote: Remote, log: Callable[[str], None] = print) -> str | None:
-    """``None`` if ``path`` matches the pinned size/checksum, else why not. Unpinned: print the sha256."""
+    """``None`` if ``path`` matches the pinned size/checksum (or none is pinned), else why not.
+
+    Unpinned files are checked against ``checksums.lock.json`` by :func:`check_recorded` instead."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
         return f"size {size:,} bytes, expected {remote.size:,}"
@@ -170,9 +181,124 @@ def verify(path: Path, remote: Remote, log: Callable[[str], None] = print) -> st
     if remote.md5:
         got = file_digest(path, "md5")
         return None if got == remote.md5 else f"md5 {got}, expected {remote.md5}"
-    log(f"  UNVERIFIED: no checksum is pinned for {remote.filename} ({remote.note or 'none published'}); "
-        f"sha256 {file_digest(path, 'sha256')}, {size:,} bytes - pin it in mmcourse/data/fetch.py")
     return None
+
+
+# ------------------------------------------------------------------ trust on first use: checksums.lock.json
+
+LOCK_NAME = "checksums.lock.json"
+LOCK_VERSION = 1
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of a data folder: ``<dest>/checksums.lock.json``."""
+    return Path(dest) / LOCK_NAME
+
+
+def read_lock(dest: Path) -> dict:
+    """``{file name: {"sha256", "size", "dataset", "url", "recorded"}}`` from the lock ({} if none)."""
+    path = lock_path(dest)
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        files = doc["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
+            raise ValueError("unexpected structure")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FetchError(f"{path}: unreadable checksum lock ({exc}).\n  fix: restore it from a backup, or delete it "
+                         "to trust the files of the next download again") from None
+    return files
+
+
+def record(dest: Path, entries: dict[str, dict]) -> None:
+    """Add or replace lock entries (atomically rewrites the lock file)."""
+    files = {**read_lock(dest), **entries}
+    doc = {"version": LOCK_VERSION,
+           "about": "sha256 of each downloaded dataset file, recorded on first use by `mmcourse fetch data` "
+                    "and checked on every later use; --allow-changed accepts a changed file and re-records it",
+           "files": dict(sorted(files.items()))}
+    write_text_atomic(lock_path(dest), json.dumps(doc, indent=2) + "\n")
+
+
+def changed_message(source: Source, remote: Remote, path: Path, entry: dict, found: str, lock: Path) -> str:
+    """Why a file whose sha256 differs from the recorded one is refused, and how to proceed."""
+    return "\n".join([
+        f"{remote.filename} ({source.name}) is not the file recorded on first use: refusing it.",
+        f"  recorded sha256: {entry['sha256']}  ({entry.get('size', '?'):,} bytes, first downloaded "
+        f"{entry.get('recorded', '?')} from {entry.get('url', '?')}; in {lock})"
+        if isinstance(entry.get("size"), int) else
+        f"  recorded sha256: {entry['sha256']}  (in {lock})",
+        f"  found sha256:    {found}  ({path.stat().st_size:,} bytes, {path})",
+        "  The upstream published a different file, or this copy was damaged or tampered with. Nothing was prepared.",
+        "  fix: if you trust the new file (check the upstream's changelog), accept it and record its hash:",
+        f"         python -m mmcourse fetch data {source.name} --force --allow-changed",
+        f"       or delete {path} and run the command again to download it afresh.",
+    ])
+
+
+def check_recorded(path: Path, remote: Remote, source: Source, dest: Path, *, allow_changed: bool = False,
+                   log: Callable[[str], None] = print) -> dict | None:
+    """Compare ``path`` with its lock entry; return the entry to record (``None``: already recorded).
+
+    A file whose sha256 differs from the recorded one raises :class:`FetchError` unless ``allow_changed``.
+    """
+    found = file_digest(path, "sha256")
+    entry = read_lock(dest).get(remote.filename)
+    new = {"sha256": found, "size": path.stat().st_size, "dataset": source.name, "url": remote.url,
+           "recorded": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "pinned": "sha256" if remote.sha256 else "md5" if remote.md5 else None}
+    if entry is None:
+        kind = f"pinned {new['pinned']} verified; " if new["pinned"] else "no checksum is published; "
+        log(f"  {remote.filename}: {kind}sha256 {found} will be recorded in {lock_path(dest)} (trust on first use)")
+        return new
+    if entry["sha256"] == found:
+        log(f"  {remote.filename}: matches the sha256 recorded on {entry.get('recorded', 'first use')}")
+        return None
+    if not allow_changed:
+        raise FetchError(changed_message(source, remote, path, entry, found, lock_path(dest)))
+    log(f"  --allow-changed: accepting {remote.filename} with sha256 {found} (was {entry['sha256']}); "
+        "the new hash will be recorded")
+    return new
+
+
+def integrity(dest: Path | None = None, names: list[str] | None = None) -> list[dict]:
+    """Per dataset file: how it is verified (for ``mmcourse doctor``).
+
+    ``status`` is ``pinned md5`` / ``pinned sha256`` (+ ``, sha256 recorded``), ``recorded on first use``
+    or ``unverified`` (no published checksum and not downloaded yet: it will be recorded on first use).
+    """
+    dest = Path(dest) if dest is not None else config.data_dir()
+    try:
+        lock, problem = read_lock(dest), ""
+    except FetchError as exc:
+        lock, problem = {}, str(exc).splitlines()[0]
+    sources = resolve(names or list(DEFAULT))
+    sources += [REGISTRY[e["dataset"]] for e in lock.values()
+                if e.get("dataset") in REGISTRY and REGISTRY[e["dataset"]] not in sources]
+    rows = []
+    for s in sources:
+        for r in s.files:
+            entry = lock.get(r.filename)
+            pinned = "sha256" if r.sha256 else "md5" if r.md5 else ""
+            if pinned:
+                status = f"pinned {pinned}" + (", sha256 recorded" if entry else "")
+            else:
+                status = "recorded on first use" if entry else "unverified"
+            detail = (f"sha256 {entry['sha256'][:16]}… recorded {entry.get('recorded', '?')}" if entry
+                      else problem or ("not downloaded yet" if pinned else "none published; recorded on first use"))
+            rows.append({"dataset": s.name, "file": r.filename, "status": status, "detail": detail})
+    return rows
+
+
+def format_integrity(dest: Path | None = None) -> str:
+    """:func:`integrity` as a text table (``mmcourse doctor``)."""
+    dest = Path(dest) if dest is not None else config.data_dir()
+    lines = [f"{'dataset':<24} {'verification':<28} {'detail':<52} file"]
+    for r in integrity(dest):
+        lines.append(f"{r['dataset']:<24} {r['status']:<28} {r['detail']:<52} {r['file']}")
+    lines.append(f"(lock file: {lock_path(dest)}{'' if lock_path(dest).is_file() else ', not written yet'})")
+    return "\n".join(lines)
 
 
 def mirror_location(mirror: str, remote: Remote, source: Source) -> tuple[str, Path | None]:
@@ -325,8 +451,12 @@ def download(remote: Remote, source: Source, downloads: Path, dest: Path, *, mir
 
 def fetch(source: Source, dest: Path, downloads: Path, *, mirror: str | None = None, force: bool = False,
           keep_archives: bool = False, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0,
-          progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
-    """Download (if needed) and prepare one dataset into ``dest``; returns the paths made."""
+          progress: bool = True, allow_changed: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+    """Download (if needed), check against ``checksums.lock.json`` and prepare one dataset into ``dest``.
+
+    Files not yet in the lock are recorded once the prepare step succeeded (so a broken first
+    download is never trusted); a file that differs from its record is refused unless
+    ``allow_changed``. Returns the paths made."""
     target = dest / source.target
     if target.exists() and not force:
         log(f"{source.name}: already prepared at {target} (use --force to redo)")
@@ -334,11 +464,19 @@ def fetch(source: Source, dest: Path, downloads: Path, *, mirror: str | None = N
     log(f"{source.name}: {source.description}")
     archives = [download(r, source, downloads, dest, mirror=mirror, retries=retries, backoff=backoff,
                          timeout=timeout, progress=progress, log=log) for r in source.files]
+    to_record = {}
+    for remote, archive in zip(source.files, archives):
+        entry = check_recorded(archive, remote, source, dest, allow_changed=allow_changed, log=log)
+        if entry is not None:
+            to_record[remote.filename] = entry
     try:
         made = source.prepare(archives, dest, force=force)
     except prepare.PrepareError as exc:
         raise FetchError(f"{source.name}: preparing failed: {exc}\n  nothing was written to {dest}; "
                          f"the downloaded files are in {downloads}") from None
+    if to_record:
+        record(dest, to_record)
+        log(f"{source.name}: sha256 recorded in {lock_path(dest)}")
     if not keep_archives:
         for a in archives:
             a.unlink(missing_ok=True)
@@ -355,7 +493,7 @@ def list_registry(log: Callable[[str], None] = print) -> None:
             continue
         size = " + ".join(r.approx for r in s.files if r.approx) or "-"
         pinned = all(r.md5 or r.sha256 for r in s.files)
-        kind = ("sha256" if all(r.sha256 for r in s.files) else "md5") if pinned else "none"
+        kind = ("sha256" if all(r.sha256 for r in s.files) else "md5") if pinned else "1st-use"
         log(f"{name:<24} {size:>15}  {kind:<8} {s.target:<34} {', '.join(r.filename for r in s.files)}")
     log("MedMNIST flags also come at 64/128/224 px: medmnist:<flag>_64 etc. "
         f"`medmnist` alone fetches {', '.join(MEDMNIST_DEFAULT)}; `esc10` is made from esc50.")
@@ -375,6 +513,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each time")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-changed", action="store_true",
+                   help="accept a file whose sha256 differs from the one recorded on first use in "
+                        "<dest>/checksums.lock.json, and record the new hash")
     return p
 
 
@@ -398,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         try:
             fetch(source, dest, downloads, mirror=args.mirror, force=args.force, keep_archives=args.keep_archives,
-                  retries=args.retries, backoff=args.backoff, timeout=args.timeout, progress=not args.no_progress)
+                  retries=args.retries, backoff=args.backoff, timeout=args.timeout, progress=not args.no_progress,
+                  allow_changed=args.allow_changed)
         except FetchError as exc:
             failed.append(source.name)
             print(f"\nerror: {exc}\n", file=sys.stderr, flush=True)

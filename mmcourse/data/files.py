@@ -227,10 +227,7 @@ def _decode_audio(data: bytes, path, sample_rate: int | None, mono: bool) -> tup
         import torchaudio.functional as AF
 
         note_once(f"resample{sr}->{sample_rate}", f"{path}: resampled from {sr} Hz to {sample_rate} Hz")
-        from mmcourse.data.transforms import one_thread
-
-        with one_thread():
-            wave, sr, converted = AF.resample(wave, sr, sample_rate), sample_rate, True
+        wave, sr, converted = AF.resample(wave, sr, sample_rate), sample_rate, True
     return (wave[0] if mono else wave), sr, converted
 
 

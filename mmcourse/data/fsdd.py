@@ -16,9 +16,14 @@ import functools
 import os
 import re
 
-from mmcourse.data import files, sources, synthetic
+import numpy as np
+import torch
+
+from mmcourse.data import files, sources
+from mmcourse.data import synthetic as synth
 from mmcourse.data.errors import SkipLog, missing_path_error
 from mmcourse.data.records import Records
+from mmcourse.data.transforms import log_mel
 
 NAME = "fsdd"
 FOLDERS = ("fsdd", "free-spoken-digit-dataset")
@@ -80,7 +85,7 @@ def load(split: str = "train", *, sample_rate: int = SAMPLE_RATE, features: str 
     folder, why = sources.locate(FOLDERS, RECORDINGS, root)
     if folder is None:
         sources.missing_real_data(NAME, why, fallback, NAME)
-        return synthetic.spoken_digits(split, sample_rate=sample_rate, features=features, n_mels=n_mels,
+        return synthetic(split, sample_rate=sample_rate, features=features, n_mels=n_mels,
                                        transform=transform, name=NAME, reason=why)
     rec = folder / RECORDINGS
     if not rec.is_dir():
@@ -118,9 +123,9 @@ def summary(root: str | os.PathLike | None = None) -> dict:
     """Status row for ``data.describe()``: real / synthetic fallback / missing, path, split sizes."""
     folder, why = sources.locate(FOLDERS, RECORDINGS, root)
     if folder is None:
-        n_test = 10 * len(synthetic.VOICES) * 5
+        n_test = 10 * len(VOICES) * 5
         return {"status": "synthetic fallback", "path": str(sources.data_root(root) / FOLDERS[0]),
-                "splits": {"train": 10 * len(synthetic.VOICES) * synthetic.DIGIT_INDICES - n_test, "test": n_test},
+                "splits": {"train": 10 * len(VOICES) * DIGIT_INDICES - n_test, "test": n_test},
                 "detail": why}
     skips = SkipLog(NAME)
     rows = scan_recordings(folder / RECORDINGS, skips)
@@ -130,3 +135,66 @@ def summary(root: str | os.PathLike | None = None) -> dict:
     exts = sorted({os.path.splitext(str(r["path"]))[1] for r in rows})
     detail = f"{len(rows):,} recordings ({'/'.join(exts)})" + (f", {len(skips)} unusable files" if skips else "")
     return {"status": "real", "path": str(folder), "splits": sizes, "detail": detail}
+
+
+# ======================================================================= synthetic stand-in
+
+VOICES = ("voiceA", "voiceB", "voiceC", "voiceD", "voiceE", "voiceF")
+_VOICE_F0 = (98.0, 112.0, 126.0, 145.0, 172.0, 205.0)
+DIGIT_INDICES = 20  # recordings per (digit, voice): 0-4 test, 5-19 train
+
+
+def digit_tone(digit: int, voice: int, index: int, sample_rate: int = 8000) -> np.ndarray:
+    """A synthetic spoken-digit-like "word": 2-3 formant segments on a voiced pitch (float32)."""
+    drng, vrng, irng = synth.rng(41, digit), synth.rng(42, voice), synth.rng(43, digit, voice, index)
+    n_seg = 2 + digit % 2
+    f1 = drng.uniform(280, 850, n_seg)
+    f2 = drng.uniform(900, 2400, n_seg)
+    scale = vrng.uniform(0.92, 1.08) * irng.uniform(0.97, 1.03)
+    dur = drng.uniform(0.32, 0.55) * vrng.uniform(0.85, 1.15) * irng.uniform(0.9, 1.1)
+    n = int(dur * sample_rate)
+    t = np.arange(n) / sample_rate
+    pos = np.linspace(0, n_seg - 1, n)
+    F1 = np.interp(pos, np.arange(n_seg), f1) * scale
+    F2 = np.interp(pos, np.arange(n_seg), f2) * scale
+    f0 = _VOICE_F0[voice] * irng.uniform(0.95, 1.05) * (1 + 0.04 * np.sin(2 * np.pi * 5 * t)) * (1 - 0.1 * t / dur)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    harm = np.arange(1, int(0.45 * sample_rate / _VOICE_F0[voice]))[:, None]
+    freqs = harm * f0[None, :]
+    amp = np.exp(-0.5 * ((freqs - F1) / 90) ** 2) + 0.6 * np.exp(-0.5 * ((freqs - F2) / 120) ** 2)
+    amp *= freqs < 0.48 * sample_rate
+    x = (amp * np.sin(harm * phase[None, :])).sum(0)
+    env = np.minimum(1, t / 0.02) * np.minimum(1, (dur - t) / 0.05)
+    x = x * env + irng.normal(0, 0.01, n)
+    return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
+def synthetic(split: str = "train", *, sample_rate: int = 8000, features: str = "waveform", n_mels: int = 64,
+                  transform=None, name: str = "fsdd", reason: str = "") -> Records:
+    """Spoken-digit-like tones from 6 synthetic voices (FSDD stand-in; notebooks 03, 05, 10).
+
+    1,200 clips: 10 digits × 6 voices × indices 0-19; index 0-4 is ``test`` (300), like FSDD.
+    Same sample dicts as :func:`mmcourse.data.fsdd.load`.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be train, test or all, not {split!r}")
+    rows = [{"label": d, "speaker": VOICES[v], "speaker_id": v, "index": i,
+             "split": "test" if i <= 4 else "train", "path": f"synthetic/{d}_{VOICES[v]}_{i}.wav"}
+            for d in range(10) for v in range(len(VOICES)) for i in range(DIGIT_INDICES)]
+    records = [r for r in rows if split == "all" or r["split"] == split]
+    sizes = {s: sum(r["split"] == s for r in rows) for s in ("train", "test")}
+    info = sources.Info(name, "synthetic", split, synth.LICENCE, synth.CITATION, sizes,
+                        classes=[str(d) for d in range(10)], notes=[f"voices: {', '.join(VOICES)}"])
+    synth.announce(info, "formant-synthesised digit tones from 6 synthetic voices", reason, "fsdd")
+    read = functools.partial(_read_digit, sample_rate=sample_rate, features=features, n_mels=n_mels,
+                             transform=transform)
+    return Records(records, read, info)
+
+
+def _read_digit(record: dict, sample_rate: int, features: str, n_mels: int, transform) -> dict:
+    wave = torch.from_numpy(digit_tone(record["label"], record["speaker_id"], record["index"], sample_rate))
+    x = log_mel(wave, sample_rate, n_mels=n_mels) if features == "logmel" else wave
+    out = {"sample_rate": sample_rate, "label": record["label"], "speaker": record["speaker"],
+           "speaker_id": record["speaker_id"], "path": record["path"]}
+    out["logmel" if features == "logmel" else "audio"] = transform(x) if transform is not None else x
+    return out

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmcourse.data import files, sources, synthetic
+from mmcourse.data import files, sources
+from mmcourse.data import synthetic as synth
 from mmcourse.data.errors import DataWarning, SkipLog, data_error
 from mmcourse.data.records import Records
 from mmcourse.data.transforms import resize, to_channels
@@ -181,7 +182,7 @@ def load(flag: str = "pneumoniamnist", split: str = "train", *, size: int = 28, 
         if folder is not None:
             why = f"no {file_name(flag, size)} in {folder}"
         sources.missing_real_data(name, why, fallback, name)
-        return synthetic.medmnist(flag, split, size=size, image_size=image_size, channels=channels,
+        return synthetic(flag, split, size=size, image_size=image_size, channels=channels,
                                   transform=transform, reason=why)
     counts = validate(path, flag, size)
     notes = []
@@ -249,7 +250,7 @@ def summary(flag: str, root: str | os.PathLike | None = None, size: int = 28) ->
     folder, why = sources.locate(FOLDERS, file_name(flag, size), root)
     path = find_file(folder, flag, size) if folder is not None else None
     if path is None:
-        caps = synthetic.MEDMNIST_CAPS
+        caps = SYNTHETIC_CAPS
         sizes = {s: min(n, caps[s]) for s, n in zip(SPLITS, FLAGS[flag]["n"])}
         where = (folder or sources.data_root(root) / FOLDERS[0]) / file_name(flag, size)
         return {"status": "synthetic fallback", "path": str(where), "splits": sizes,
@@ -258,3 +259,66 @@ def summary(flag: str, root: str | os.PathLike | None = None, size: int = 28) ->
     official = dict(zip(SPLITS, FLAGS[flag]["n"]))
     detail = "official split sizes" if counts == official else f"partial/modified file (MedMNIST: {official})"
     return {"status": "real", "path": str(path), "splits": counts, "detail": detail}
+
+
+# ======================================================================= synthetic stand-in
+
+SYNTHETIC_CAPS = {"train": 1000, "val": 200, "test": 400}
+
+
+def synthetic(flag: str = "pneumoniamnist", split: str = "train", *, size: int = 28, image_size: int | None = None,
+             channels: int | None = None, transform=None, reason: str = "") -> Records:
+    """Class-dependent procedural images in the shape of MedMNIST ``flag`` (notebook 09).
+
+    Split sizes are MedMNIST's, capped at 1,000 / 200 / 400; labels follow the flag's task
+    (binary, multi-class, ordinal, multi-label). Same sample dicts as the real loader.
+    """
+    meta = check_flag(flag)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    sizes = {s: min(n, SYNTHETIC_CAPS[s]) for s, n in zip(SPLITS, meta["n"])}
+    k, multi = len(meta["labels"]), meta["task"].startswith("multi-label")
+    records = []
+    for i in range(sizes[split]):
+        rng = synth.rng(31, synth.SPLIT_IDS[split], i, list(FLAGS).index(flag))
+        if multi:
+            label = (rng.random(k) < 0.12).astype(int).tolist()
+        elif k == 2:
+            label = int(rng.random() < 0.73)
+        else:
+            label = int(rng.integers(k))
+        records.append({"index": i, "label": label})
+    info = sources.Info(f"medmnist:{flag}", "synthetic", split, synth.LICENCE, synth.CITATION, sizes,
+                        classes=list(meta["labels"]), notes=[f"task: {meta['task']}"])
+    synth.announce(info, f"procedural class-dependent {size}x{size} images shaped like {flag}", reason,
+              f"medmnist:{flag}")
+    read = functools.partial(_read_med, flag_id=list(FLAGS).index(flag), split=split, k=k, multi=multi,
+                             n_channels=meta["channels"], size=size, image_size=image_size, channels=channels,
+                             transform=transform)
+    return Records(records, read, info)
+
+
+def _read_med(record: dict, flag_id: int, split: str, k: int, multi: bool, n_channels: int, size: int,
+              image_size: int | None, channels: int | None, transform) -> dict:
+    rng = synth.rng(32, synth.SPLIT_IDS[split], record["index"], flag_id)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    active = [c for c, v in enumerate(record["label"]) if v] if multi else [record["label"]]
+    img = 0.25 + 0.1 * rng.random() + np.zeros_like(x)
+    for c in active:
+        ang = 2 * np.pi * c / k
+        cx, cy = 0.5 + 0.25 * np.cos(ang), 0.5 + 0.25 * np.sin(ang)
+        img += 0.45 * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.1 ** 2)))
+        img += 0.1 * np.sin(2 * np.pi * (4 + c) * (x * np.cos(ang / 2) + y * np.sin(ang / 2)))
+    img = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1).astype(np.float32)
+    t = torch.from_numpy(img)[None]
+    if n_channels == 3:
+        tint = torch.tensor([1.0, 0.75 + 0.2 * ((active[0] if active else 0) % 2), 0.85])[:, None, None]
+        t = (t * tint).clamp_(0, 1)
+    if image_size:
+        t = resize(t, image_size)
+    if channels:
+        t = to_channels(t, channels)
+    if transform is not None:
+        t = transform(t)
+    label = torch.tensor(record["label"], dtype=torch.float32) if multi else record["label"]
+    return {"image": t, "label": label}

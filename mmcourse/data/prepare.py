@@ -12,7 +12,9 @@ the loaders read both.
   (a Kaggle-style ``val/`` folder is merged into ``train/``, which gives Mendeley's 5,232 train images).
 - MedMNIST: the npz is checked (keys, shapes) and copied to ``medmnist/<flag>.npz``.
 - FSDD: ``recordings/*.wav`` → ``fsdd/recordings/``.
-- ESC-50: ``audio/*.wav`` + ``meta/esc50.csv`` → ``esc50/``; the ESC-10 rows are also written as
+- ESC-50: ``<top>/audio/*.wav`` + ``<top>/meta/esc50.csv`` → ``esc50/``, where ``<top>`` is the archive's
+  top folder (``ESC-50-<commit>/`` for the pinned commit archive, ``ESC-50-master/`` for master.zip);
+  the ESC-10 rows are also written as
   16 kHz mono 16-bit FLAC to ``esc10/`` (resampled with ``torchaudio.functional.resample``;
   the shared copy used scipy's ``resample_poly``, so samples may differ by a few LSB).
 """
@@ -195,14 +197,17 @@ def prepare_esc50(archives: list[Path], dest: Path, force: bool = False) -> list
     from mmcourse.data.files import read_csv
 
     with staging(dest, "esc50") as tmp, open_zip(archives[0]) as zf:
-        items, meta = [], None
-        for info, p in members(zf):
-            if len(p.parts) >= 2 and p.parts[-2] == "audio" and p.suffix.lower() in (".wav", ".flac", ".ogg"):
-                items.append((info, tmp / "audio" / p.name))
-            elif p.name == "esc50.csv" and p.parent.name == "meta":
-                meta = info
-        if meta is None or not items:
-            raise PrepareError(f"{archives[0]}: no meta/esc50.csv or audio/; is this the ESC-50 archive?")
+        found = list(members(zf))
+        metas = sorted((p for _, p in found if p.name == "esc50.csv" and p.parent.name == "meta"),
+                       key=lambda p: len(p.parts))
+        if not metas:
+            raise PrepareError(f"{archives[0]}: no meta/esc50.csv; is this the ESC-50 archive?")
+        root = metas[0].parent.parent  # ESC-50-<commit>/ for a pinned commit, ESC-50-master/ for master.zip
+        meta = next(info for info, p in found if p == metas[0])
+        items = [(info, tmp / "audio" / p.name) for info, p in found
+                 if p.parent == root / "audio" and p.suffix.lower() in (".wav", ".flac", ".ogg")]
+        if not items:
+            raise PrepareError(f"{archives[0]}: no audio files in {root / 'audio'}/; is this the ESC-50 archive?")
         items.append((meta, tmp / "meta" / "esc50.csv"))
         extract(zf, items, archives[0].name)
         rows = read_csv(tmp / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10"])
@@ -223,7 +228,6 @@ def make_esc10(esc50: Path, dest: Path, rows: list[dict], force: bool, sample_ra
     import torchaudio.functional as AF
 
     from mmcourse.data.files import decode_audio, read_bytes
-    from mmcourse.data.transforms import one_thread
 
     keep = [r for r in rows if r["esc10"] in ("True", "true", "1")]
     with staging(dest, "esc10") as tmp:
@@ -236,10 +240,9 @@ def make_esc10(esc50: Path, dest: Path, rows: list[dict], force: bool, sample_ra
         for r in tqdm(keep, desc="ESC-10 → 16 kHz FLAC", unit="clip", leave=False, mininterval=0.5):
             path = esc50 / "audio" / r["filename"]
             wave, sr = decode_audio(read_bytes(path, "audio file"), path, None, mono=False)  # (C, T)
-            with one_thread():
-                mono = torch.as_tensor(wave).reshape(-1, wave.shape[-1]).mean(0)
-                if sr != sample_rate:
-                    mono = AF.resample(mono, sr, sample_rate)
+            mono = torch.as_tensor(wave).reshape(-1, wave.shape[-1]).mean(0)
+            if sr != sample_rate:
+                mono = AF.resample(mono, sr, sample_rate)
             x = np.clip(np.round(mono.numpy() * 32768), -32768, 32767).astype(np.int16)
             name = Path(r["filename"]).with_suffix(".flac").name
             sf.write(tmp / "audio" / name, x, sample_rate, format="FLAC", subtype="PCM_16")

@@ -1,11 +1,11 @@
 """The one Dataset type behind every loader: a list of records plus a function that reads one.
 
 A record is a small dict (a file path, a label, a caption ...). ``read(record)`` turns it into
-a sample dict of tensors and strings, on one thread (per-sample ops are tiny; intra-op
-threads only add overhead there - parallelism comes from DataLoader workers, see
-``data.dataloader``). If reading fails with a :class:`DataError` (one corrupt
-JPEG among thousands) the dataset warns, counts it in ``.skipped`` and returns the next
-readable sample instead; with ``strict=True`` it raises. Used by every notebook that loads data.
+a sample dict of tensors and strings. Reading changes no process-wide setting (torch's thread
+count is the caller's; DataLoader workers run one intra-op thread each, see ``data.dataloader``).
+If reading fails with a :class:`DataError` (one corrupt JPEG among thousands) the dataset warns,
+counts it in ``.skipped`` and returns the next readable sample instead; with ``strict=True`` it
+raises. Used by every notebook that loads data.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from torch.utils.data import Dataset
 
 from mmcourse.data.errors import DataError, DataWarning
 from mmcourse.data.sources import Info
-from mmcourse.data.transforms import one_thread
 
 MAX_CONSECUTIVE_BAD = 50
 
@@ -35,10 +34,6 @@ class Records(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        with one_thread():
-            return self._get(i)
-
-    def _get(self, i: int) -> dict:
         n = len(self.records)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {self.info.name} {self.info.split} ({n} samples)")

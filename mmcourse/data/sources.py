@@ -20,7 +20,12 @@ from mmcourse.data.errors import DataError, close_matches, missing_path_error
 FALLBACKS = ("synthetic", "error")
 # Folder names of the datasets themselves: never suggested as typos of one another.
 KNOWN_FOLDERS = {"flickr8k", "chest_xray_pneumonia", "chest_xray", "medmnist", "fsdd", "esc10", "esc50",
-                 "ESC-50-master", "ESC-50", "ESC-10"}
+                 "ESC-50-master", "ESC-50", "ESC-10", "free-spoken-digit-dataset"}
+
+
+def is_known_folder(name: str) -> bool:
+    """A dataset's own folder name (also ``ESC-50-<commit>``, GitHub's archive folder for a pinned commit)."""
+    return name in KNOWN_FOLDERS or name.startswith(("ESC-50-", "free-spoken-digit-dataset-"))
 _BANNERS_SHOWN: set[str] = set()
 
 
@@ -78,7 +83,7 @@ def locate(folders: Sequence[str], marker: str, root: str | os.PathLike | None =
         similar = close_matches(base.name, base.parent)
         hint = f"; did you mean {', '.join(str(base.parent / s) for s in similar)}?" if similar else ""
         return None, f"the {where} does not exist{hint}"
-    similar = [s for s in close_matches(folders[0], base) if s not in folders and s not in KNOWN_FOLDERS]
+    similar = [s for s in close_matches(folders[0], base) if s not in folders and not is_known_folder(s)]
     hint = (f"; found {', '.join(repr(s) for s in similar)} instead - a typo? "
             f"rename it to {folders[0]!r}") if similar else ""
     return None, f"no {folders[0]}/ folder in the {where}{hint}"

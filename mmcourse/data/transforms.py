@@ -19,8 +19,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @contextlib.contextmanager
 def one_thread():
-    """Run small per-sample torch ops on one thread: intra-op threads only add overhead there
-    (on a busy 2-core machine a 0.5-s log-mel took 60 ms with 2 threads, 2 ms with one)."""
+    """Run a block with torch on one intra-op thread, restoring the previous count afterwards.
+
+    For explicit use around a whole job (a test, a benchmark), never per sample: the thread count
+    is process-wide, so switching it inside a loader races with other threads and costs two
+    calls per item. The loaders leave the caller's setting alone; DataLoader workers already
+    run with one thread each (PyTorch sets it in every worker)."""
     n = torch.get_num_threads()
     if n == 1:
         yield
@@ -49,9 +53,8 @@ def resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of a float ``(C, H, W)`` image to ``size``×``size`` (antialiased when shrinking)."""
     if image.shape[-1] == size and image.shape[-2] == size:
         return image
-    with one_thread():
-        return torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
-                                               antialias=size < max(image.shape[-2:]))[0]
+    return torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=size < max(image.shape[-2:]))[0]
 
 
 def image_augment(size: int, scale: tuple[float, float] = (0.7, 1.0), flip: bool = True):
@@ -85,7 +88,7 @@ def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 64, win_ms: floa
     win = int(round(sample_rate * win_ms / 1000))
     hop = int(round(sample_rate * hop_ms / 1000))
     mel = _mel(sample_rate, win, hop, n_mels)
-    with one_thread(), torch.no_grad():
+    with torch.no_grad():
         return torch.log(mel(wave.float()) + eps)
 
 
