@@ -6,7 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml build-constraints.txt | sha256sum | cut -c1-12)
-PROFILE ?= smoke
+# PROFILE=full passes --profile full, which wins over MMCOURSE_PROFILE; unset, the runner uses
+# MMCOURSE_PROFILE, else smoke (it prints which and why).
+PROFILE ?=
 NB ?=
 TESTS ?= --nbval-lax tests solutions
 export UV_LINK_MODE ?= copy
@@ -15,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: course test lab data models dashboard release check-release bench doctor env lock clean
 
 course: models ## execute every solution notebook into build/ (HTML, report.json, summary)
-	$(PY) -m mmcourse run --profile $(PROFILE) $(NB)
+	$(PY) -m mmcourse run --strict-checks $(if $(PROFILE),--profile $(PROFILE),) $(NB)
 	@echo "Open build/index.html for the executed notebooks."
 
 test: models ## unit tests + notebook tests

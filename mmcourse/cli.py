@@ -4,6 +4,8 @@
     mmcourse fetch models [ROLES]        fetch, verify and convert the pretrained models
     mmcourse fetch data [NAMES]          download and prepare the real datasets
     mmcourse run [NOTEBOOKS]             execute notebooks with papermill into build/
+        [--profile smoke|full]           wins over MMCOURSE_PROFILE (default smoke)
+        [--strict-checks|--lenient-checks]  strict (default) for solutions/, lenient for notebooks/
     mmcourse release                     regenerate notebooks/ (student copies) from solutions/
     mmcourse check-release               is notebooks/ in sync with solutions/?
     mmcourse dashboard [--port N]        live training dashboard (visdom on 127.0.0.1, offline)
@@ -34,6 +36,9 @@ def doctor(hash_models: bool = True) -> int:
     print("== datasets (MMCOURSE_DATA_DIR; `make data` fetches them)")
     from mmcourse import data
     print("  " + data.format_table().replace("\n", "\n  "))
+    print("== data integrity (pinned checksum, sha256 recorded on first use, or unverified)")
+    from mmcourse.data import fetch
+    print("  " + fetch.format_integrity().replace("\n", "\n  "))
     return 0 if ok else 1
 
 
@@ -48,10 +53,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="model roles (image text llm audio) or dataset names and options")
     r = sub.add_parser("run", help="execute notebooks into build/")
     r.add_argument("notebooks", nargs="*", help="names or patterns, e.g. 00_welcome '0*' (default: all)")
-    r.add_argument("--profile", default=None, help="smoke (default) or full; or MMCOURSE_PROFILE")
+    r.add_argument("--profile", default=None, choices=sorted(config.PROFILES),
+                   help="smoke or full; wins over MMCOURSE_PROFILE, which wins over the default smoke")
     r.add_argument("--src", default="solutions", help="folder of notebooks to run (default solutions)")
     r.add_argument("--build", default="build", help="output folder (default build)")
     r.add_argument("--timeout", type=int, default=900, help="seconds per notebook (default 900)")
+    strict = r.add_mutually_exclusive_group()
+    strict.add_argument("--strict-checks", dest="strict_checks", action="store_true", default=None,
+                        help="a failed or pending check raises (default; for instructor sources)")
+    strict.add_argument("--lenient-checks", dest="strict_checks", action="store_false",
+                        help="checks only print their verdict (for student copies)")
     rel = sub.add_parser("release", help="regenerate student copies from solutions/")
     rel.add_argument("notebooks", nargs="*", help="names or patterns (default: all)")
     rel.add_argument("--src", default="solutions")
@@ -75,6 +86,26 @@ def _fetch_models(args: list[str]) -> int:
     return pretrained.fetch_all(a.roles or None, wheel_dir=a.wheel_dir)
 
 
+def _run(args: argparse.Namespace) -> int:
+    """``mmcourse run``: say which profile and checks are used and why, then run."""
+    from mmcourse import runner
+    name, source = config.resolve_profile(args.profile)
+    env = config.profile_from_env()
+    why = {"argument": "from --profile" + (f"; {config.PROFILE_ENV}={env} ignored"
+                                           if env and env != name else ""),
+           "environment": f"from {config.PROFILE_ENV}",
+           "default": "the default; choose with --profile or " + config.PROFILE_ENV}[source]
+    print(f"profile: {name} ({why})", flush=True)
+    strict = args.strict_checks is not False
+    print("checks: " + ("strict, a failed or pending check stops the notebook" if strict else
+                        "lenient, checks only print their verdict")
+          + (" (default; --lenient-checks for student copies)" if args.strict_checks is None
+             else " (--strict-checks)" if strict else " (--lenient-checks)"), flush=True)
+    rows = runner.run(args.notebooks or None, src_dir=args.src, build_dir=args.build, profile=name,
+                      timeout=args.timeout, strict_checks=strict)
+    return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -88,17 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dashboard":
         from mmcourse import dashboard
         return dashboard.main(port=args.port)
-    from mmcourse import classroom
     if args.command == "run":
-        rows = classroom.run(args.notebooks or None, src_dir=args.src, build_dir=args.build,
-                             profile=config.profile(args.profile or "smoke"), timeout=args.timeout)
-        return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+        return _run(args)
+    from mmcourse import release
     if args.command == "release":
-        for path in classroom.release(args.src, args.dst, names=args.notebooks or None):
+        for path in release.release(args.src, args.dst, names=args.notebooks or None):
             print(f"wrote {path}")
         return 0
     if args.command == "check-release":
-        problems = classroom.check_release(args.src, args.dst)
+        problems = release.check_release(args.src, args.dst)
         for line in problems:
             print(line)
         print("notebooks/ is in sync with solutions/" if not problems else

@@ -1,17 +1,25 @@
 """What a notebook run reports to ``build/report.json`` (notebook 00_welcome, "Build report").
 
-``mmcourse run`` gives each notebook kernel a record file through ``MMCOURSE_RECORD_FILE``;
-these functions append JSON lines to it, so the report shows the metrics a notebook printed
-and which data source (real or synthetic) each loader used. Outside a run they only print.
+Inside a notebook: ``mmcourse run`` gives each kernel a record file through
+``MMCOURSE_RECORD_FILE``; :func:`log_metric` and :func:`log_data_source` append JSON lines to it,
+so the report shows the metrics a notebook printed and which data source (real or synthetic)
+each loader used. Outside a run they only print. Importing this module does nothing else.
+
+In the runner: :func:`read_record` folds a record file into a report row,
+:func:`write_build_report` writes ``build/report.json`` and ``build/index.html``, and
+:func:`summary_table` is the table ``mmcourse run`` prints. Peak memory is not recorded here:
+the runner measures each notebook's kernel itself (:mod:`mmcourse.runner`).
 """
 from __future__ import annotations
 
-import atexit
+import html
 import json
 import os
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from mmcourse.runtime import peak_rss_mb
+from mmcourse.fileio import write_text_atomic
 
 RECORD_ENV = "MMCOURSE_RECORD_FILE"
 
@@ -37,13 +45,9 @@ def log_data_source(dataset: str, source: str, detail: str = "") -> None:
     _append({"kind": "data", "dataset": dataset, "source": source, "detail": detail})
 
 
-def _record_peak_memory() -> None:
-    _append({"kind": "peak_rss_mb", "value": round(peak_rss_mb(), 1)})
-
-
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Fold a record file into ``{"metrics": {...}, "data_sources": {...}, "peak_rss_mb": x}``."""
-    out: dict[str, Any] = {"metrics": {}, "data_sources": {}, "peak_rss_mb": None}
+    """Fold a record file into ``{"metrics": {...}, "data_sources": {...}}``."""
+    out: dict[str, Any] = {"metrics": {}, "data_sources": {}}
     if not os.path.exists(path):
         return out
     with open(path, encoding="utf-8") as f:
@@ -56,11 +60,94 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
                 out["metrics"][entry["name"]] = entry["value"]
             elif entry.get("kind") == "data":
                 out["data_sources"][entry["dataset"]] = entry["source"]
-            elif entry.get("kind") == "peak_rss_mb":
-                prev = out["peak_rss_mb"] or 0
-                out["peak_rss_mb"] = max(prev, entry["value"])
     return out
 
 
-if os.environ.get(RECORD_ENV):
-    atexit.register(_record_peak_memory)
+def load_report(build_dir: str | os.PathLike = "build") -> list[dict]:
+    """Rows of ``build/report.json`` (``[]`` if missing or unreadable)."""
+    path = Path(build_dir) / "report.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    rows = data.get("notebooks", []) if isinstance(data, dict) else []
+    return [r for r in rows if isinstance(r, dict) and "notebook" in r]
+
+
+def _fmt_map(mapping: dict) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{k}={fmt(v)}" for k, v in mapping.items())
+
+
+def _fmt_num(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Plain-text aligned table of run rows, with the error of each row that is not ok."""
+    head = ["notebook", "status", "seconds", "peak MiB", "profile", "data", "metrics"]
+    body = [[r.get("notebook", ""), r.get("status", ""), _fmt_num(r.get("seconds"), ".1f"),
+             _fmt_num(r.get("peak_rss_mb"), ".0f"), r.get("profile", ""),
+             _fmt_map(r.get("data_sources") or {}), _fmt_map(r.get("metrics") or {})]
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    right = {2, 3}
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+    errors = [f"{r['notebook']}: {r.get('status')}: {r.get('error')}" for r in rows
+              if r.get("status") != "ok"]
+    if errors:
+        out += [""] + errors
+    return "\n".join(out)
+
+
+def index_html(rows: list[dict], build: Path) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in
+                   ["notebook", "status", "seconds", "peak MiB", "profile", "data sources",
+                    "metrics", "files", "started"])
+    trs = []
+    for r in rows:
+        name = str(r.get("notebook", ""))
+        links = []
+        for ext in ("html", "ipynb", "log"):
+            if (build / f"{name}.{ext}").exists():
+                href = esc(f"{name}.{ext}", quote=True)
+                links.append(f'<a href="{href}">{esc(ext)}</a>')
+        title = (f'<a href="{esc(name + ".html", quote=True)}">{esc(name)}</a>'
+                 if (build / f"{name}.html").exists() else esc(name))
+        status = str(r.get("status", ""))
+        error = r.get("error")
+        status_html = esc(status) + (f'<pre>{esc(str(error))}</pre>' if error else "")
+        cells = [title, status_html, esc(_fmt_num(r.get("seconds"), ".1f")),
+                 esc(_fmt_num(r.get("peak_rss_mb"), ".0f")), esc(str(r.get("profile", ""))),
+                 esc(_fmt_map(r.get("data_sources") or {})), esc(_fmt_map(r.get("metrics") or {})),
+                 " ".join(links), esc(str(r.get("started", "")))]
+        css = "ok" if status == "ok" else "bad"
+        trs.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mmcourse build</title>"
+            "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}"
+            "tr.ok td:nth-child(2){color:#060}tr.bad td:nth-child(2){color:#a00}"
+            "pre{margin:0;white-space:pre-wrap;font-size:85%}</style></head><body>\n"
+            "<h1>Notebook runs</h1>\n<table>\n<tr>" + head + "</tr>\n" + "\n".join(trs) +
+            "\n</table>\n</body></html>\n")
+
+
+def write_build_report(build_dir: str | os.PathLike, rows: list[dict]) -> list[dict]:
+    """Merge ``rows`` into ``build/report.json`` (rows of notebooks not run this time are kept),
+    write it and ``build/index.html``; return all rows, sorted by notebook."""
+    build = Path(build_dir)
+    merged = {r["notebook"]: r for r in load_report(build)}
+    merged.update({r["notebook"]: r for r in rows})
+    all_rows = [merged[k] for k in sorted(merged)]
+    report = {"updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "notebooks": all_rows}
+    write_text_atomic(build / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(build / "index.html", index_html(all_rows, build))
+    return all_rows

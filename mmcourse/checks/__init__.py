@@ -8,9 +8,11 @@ calls ``mmcourse.checks.nbNN.check_<exercise>(the_function)``, which prints one 
 * ``… pending`` the exercise still raises ``NotImplementedError`` (not attempted yet).
 
 In a student copy neither ✗ nor pending stops the notebook: later cells use the library's
-own implementation. When ``MMCOURSE_STRICT_CHECKS=1`` (set by ``mmcourse run`` for the
-instructor notebooks in ``solutions/``) both raise :class:`CheckFailed`, so CI catches a
-solution that regressed.
+own implementation. When ``MMCOURSE_STRICT_CHECKS=1`` both raise :class:`CheckFailed`, so CI
+catches a solution that regressed. Who sets it is always an explicit choice, never the name of
+a folder: ``mmcourse run --strict-checks`` (the default of ``mmcourse run`` and ``make course``,
+which run the instructor sources) or ``--lenient-checks`` (student copies), and the test suite
+for the kernels nbval starts (``tests/conftest.py``).
 """
 from __future__ import annotations
 
@@ -21,13 +23,16 @@ from typing import Any
 import numpy as np
 
 
+STRICT_ENV = "MMCOURSE_STRICT_CHECKS"
+
+
 class CheckFailed(AssertionError):
     """Raised by a failed or pending check in strict mode (instructor copies, CI)."""
 
 
 def strict() -> bool:
     """True when failed checks must raise (``MMCOURSE_STRICT_CHECKS=1``)."""
-    return os.environ.get("MMCOURSE_STRICT_CHECKS", "") not in ("", "0", "false", "False")
+    return os.environ.get(STRICT_ENV, "") not in ("", "0", "false", "False")
 
 
 def passed(name: str, detail: str = "") -> bool:
