@@ -55,3 +55,20 @@ def test_close_reports_swapped_axes_and_shapes(lenient, capsys):
     assert not checks.close("t", None, ref)
     assert "return" in capsys.readouterr().out
     assert checks.close("t", ref + 1e-9, ref)
+
+
+def test_a_wrong_large_array_is_reported_compactly(lenient, capsys):
+    want = np.arange(4 * 6 * 8, dtype=float).reshape(4, 6, 8)
+    got = want.copy()
+    got[1, 2, 3] += 0.5
+    got[3, 5, 7] -= 2.0
+    checks.close("big", got, want)
+    out = capsys.readouterr().out
+    assert "first differing entry (1, 2, 3): 67.5 instead of 67" in out
+    assert "max abs difference 2" in out and "shape (4, 6, 8)" in out
+    assert len(out) < 300, out  # never the whole tensor
+
+
+def test_verdict_has_one_full_stop(lenient, capsys):
+    checks.failed("count", 12, "11.")
+    assert "found 11.\n" in capsys.readouterr().out + "\n"

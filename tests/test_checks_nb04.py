@@ -83,6 +83,7 @@ def test_clip_loss_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out, out
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_clip_loss_float_of_the_scale_names_requires_grad(lenient, capsys):
     nb04.check_clip_loss(lambda i, t, s: losses.clip_loss(i, t, float(s)))
     out = capsys.readouterr().out

@@ -43,6 +43,7 @@ def passed(name: str, detail: str = "") -> bool:
 
 def failed(name: str, expected: Any, found: Any, hint: str = "") -> bool:
     """Print a ✗ verdict with expected vs. found and a hint; raise in strict mode."""
+    found = str(found).rstrip(".")  # the sentence adds its own full stop
     msg = f"✗ {name}: expected {expected}, found {found}." + (f"\n  Hint: {hint}" if hint else "")
     print(msg)
     if strict():
@@ -133,10 +134,27 @@ def close(name: str, found: Any, expected: Any, *, atol: float = 1e-6, rtol: flo
     for wrong, why in mistakes:
         w = _as_array(wrong)
         if w.shape == got.shape and np.allclose(got, w, atol=atol, rtol=rtol):
-            return failed(name, _short(want), _short(got), why)
-    return failed(name, _short(want), _short(got), hint)
+            return failed(name, _short(want), _difference(got, want, atol, rtol), why)
+    return failed(name, _short(want), _difference(got, want, atol, rtol), hint)
 
 
 def _short(x: np.ndarray) -> str:
-    with np.printoptions(precision=4, suppress=True, threshold=6, edgeitems=2):
-        return np.array2string(np.asarray(x), separator=", ").replace("\n", "")
+    """A value for a verdict line: small arrays in full, larger ones as their shape and range."""
+    x = np.asarray(x)
+    if x.size <= 6:
+        with np.printoptions(precision=4, suppress=True):
+            return np.array2string(x, separator=", ").replace("\n", "")
+    return f"an array of shape {x.shape} (values {float(np.nanmin(x)):.4g} … {float(np.nanmax(x)):.4g})"
+
+
+def _difference(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> str:
+    """Where an answer of the right shape differs: max abs difference and the first differing entry."""
+    if got.size <= 6:
+        return _short(got)
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    bad = ~np.isclose(g, w, atol=atol, rtol=rtol)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    diff = np.abs(g - w)
+    worst = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+    return (f"max abs difference {worst:.3g}; first differing entry {first}: "
+            f"{g[first]:.4g} instead of {w[first]:.4g}")
