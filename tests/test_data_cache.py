@@ -11,7 +11,7 @@ import torch
 from conftest_data import need_real
 from PIL import Image
 
-from mmcourse import data
+from mmcourse import audio, data
 from mmcourse.data import batching, cache, files, transforms
 
 
@@ -68,7 +68,7 @@ def test_logmel_cache_matches_fresh_computation(tmp_path, data_cache):
     warm = files.read_logmel(p, 8000, n_mels=40)
     fresh = transforms.log_mel(files.read_audio(p, 8000, use_cache=False)[0], 8000, n_mels=40)
     assert torch.equal(cold, warm) and torch.allclose(cold, fresh) and len(entries("logmel")) == 1
-    assert cold.shape == (40, 51)
+    assert cold.shape == (40, 1 + (4000 - 256) // 80)  # un-centred frames of 256 samples, hop 80
 
 
 def test_resampled_waveforms_are_cached(tmp_path, data_cache):
@@ -93,13 +93,15 @@ def test_second_epoch_uses_the_cache(real_data):
     assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-def test_log_mel_matches_torchaudio_defaults():
+def test_log_mel_is_notebook_03s_transform_and_torchaudios_uncentred_one():
     import torchaudio
 
     wave = torch.randn(8000)
     ours = transforms.log_mel(wave, 16000, n_mels=64)
-    ref = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, win_length=400, hop_length=160, n_mels=64)(wave)
-    assert torch.allclose(ours, torch.log(ref + 1e-6), atol=1e-5)
+    assert torch.equal(ours, audio.log_mel_spectrogram(wave, 16000, n_fft=512, hop=160, n_mels=64))
+    ref = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=64, center=False)(wave)
+    assert torch.allclose(ours, torch.log(ref + 1e-6), atol=1e-4)
+    assert transforms.log_mel(torch.randn(100), 8000).shape == (64, 1)  # shorter than a window: one frame
 
 
 def test_collate_pads_variable_length_audio_and_text():

@@ -259,7 +259,8 @@ def read_logmel(path: str | os.PathLike, sample_rate: int, n_mels: int = 64, use
         wave, sr = decode_audio(data, path, sample_rate)
         return log_mel(wave, sr, n_mels=n_mels).numpy()
 
-    return torch.from_numpy(cache.cached("logmel", data, (sample_rate, n_mels), compute, use_cache))
+    # "uncentred-v2": the framing of notebook 03's transform; entries of the older centred one miss
+    return torch.from_numpy(cache.cached("logmel", data, (sample_rate, n_mels, "uncentred-v2"), compute, use_cache))
 
 
 # ---------------------------------------------------------------- npz

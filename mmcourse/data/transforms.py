@@ -8,7 +8,6 @@ Text (notebooks 04, 08): :func:`clean_caption` normalises a caption before token
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 
 import torch
@@ -80,25 +79,23 @@ def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
 
 def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 64, win_ms: float = 25.0,
             hop_ms: float = 10.0, eps: float = 1e-6) -> torch.Tensor:
-    """Waveform ``(T,)`` → natural-log mel power spectrogram ``(n_mels, frames)`` (notebook 03).
+    """Waveform ``(T,)`` → natural-log mel power spectrogram ``(n_mels, frames)``: the loaders' feature.
 
-    Window ``win_ms`` (Hann), hop ``hop_ms``, FFT size the next power of two, mel filters up to
-    Nyquist (HTK scale, as in torchaudio's default).
+    It is notebook 03's own :func:`mmcourse.audio.log_mel_spectrogram` (un-centred frames, a Hann
+    window as long as the FFT, HTK mel filters up to Nyquist), with the FFT size the power of two
+    that holds ``win_ms`` and a hop of ``hop_ms``: at 8 kHz n_fft = 256 (32 ms) and hop = 80 (10 ms),
+    exactly notebook 03's defaults; at 16 kHz 512 and 160. A clip shorter than one window is
+    zero-padded to one frame.
     """
-    win = int(round(sample_rate * win_ms / 1000))
+    from mmcourse import audio
+
+    n_fft = 1 << (int(round(sample_rate * win_ms / 1000)) - 1).bit_length()
     hop = int(round(sample_rate * hop_ms / 1000))
-    mel = _mel(sample_rate, win, hop, n_mels)
+    wave = wave.float()
+    if wave.shape[-1] < n_fft:
+        wave = torch.nn.functional.pad(wave, (0, n_fft - wave.shape[-1]))
     with torch.no_grad():
-        return torch.log(mel(wave.float()) + eps)
-
-
-@functools.lru_cache(maxsize=16)
-def _mel(sample_rate: int, win: int, hop: int, n_mels: int):
-    import torchaudio
-
-    n_fft = 1 << (win - 1).bit_length()
-    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=win,
-                                                hop_length=hop, n_mels=n_mels, power=2.0)
+        return audio.log_mel_spectrogram(wave, sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels, eps=eps)
 
 
 def pad_or_trim(wave: torch.Tensor, length: int, pad_value: float = 0.0) -> torch.Tensor:
