@@ -20,35 +20,32 @@ the order of epoch ``e`` depends on nothing else. To resume at batch ``b`` of ep
 trained on), and only then restores the RNG states, so any random augmentation in the remaining
 batches sees exactly the numbers it saw in the uninterrupted run.
 
-Files on disk, per checkpoint ``step-00000040``: ``.safetensors`` (model weights),
-``.pt`` (the rest; loadable with ``torch.load(..., weights_only=True)``), ``.best.safetensors``
-(best weights, when early stopping tracks a metric) and ``.json``, a manifest with the sha256 of
-each file. Every file is written to a temporary name, fsynced and renamed (``os.replace``), the
-manifest last, so a crash never leaves a checkpoint that looks complete but is not; a file
-damaged later fails its sha256 check and ``resume=True`` falls back to the previous checkpoint.
+The settings of a run live in one :class:`FitConfig`; ``fit`` itself is a short loop over
+:class:`_Run`'s steps (data order, training step, evaluation, checkpoint), and the checkpoint
+files (format, sha256 manifest, atomic writes, RNG states) are :mod:`mmcourse.checkpoint`'s.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import difflib
 import math
 import os
-import random
 import traceback
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
 from mmcourse import runtime
-from mmcourse.fileio import atomic_path, sha256_file
-
-CKPT_FORMAT = "mmcourse-checkpoint-1"
+from mmcourse.checkpoint import (load_latest_checkpoint, restore_training_state, save_checkpoint, set_rng_state,
+                                 training_state)
+# moved to mmcourse.checkpoint; ``from mmcourse.train import CheckpointWarning, ...`` keeps working
+from mmcourse.checkpoint import CKPT_FORMAT, CheckpointWarning, list_checkpoints  # noqa: F401
+from mmcourse.checkpoint import rng_state, verify_checkpoint  # noqa: F401
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[torch.nn.Module, Any], dict[str, float]]
@@ -57,10 +54,6 @@ Callback = Callable[[str, dict[str, Any]], None]
 
 class TrainingOutOfMemoryError(RuntimeError):
     """GPU out of memory during training, with advice on what to change (notebook 07, §Pitfalls)."""
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint on disk failed verification and was skipped."""
 
 
 @dataclass
@@ -83,6 +76,75 @@ class History:
     best_step: int | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass
+class FitConfig:
+    """Every setting of one ``fit`` run in one place (notebook 07_finetuning_recipe, §Hyper-parameters).
+
+    ``fit(model, loss_fn, train_dl, val_dl, config=FitConfig(epochs=3, lr=3e-4))`` is the same run
+    as ``fit(model, loss_fn, train_dl, val_dl, epochs=3, lr=3e-4)``; keyword arguments given
+    together with ``config`` override its fields. Plain values only, so a config can be printed,
+    logged and compared; the objects a run calls or steps (``optimizer``, ``scheduler``,
+    ``eval_fn``, ``callback``) are arguments of :func:`fit` itself.
+    """
+
+    # length: ``epochs`` passes over the data, at most ``max_steps`` optimizer steps
+    epochs: int = 1
+    max_steps: int | None = None
+    # default optimizer (AdamW, :func:`default_optimizer`) and schedule (:func:`warmup_cosine_scheduler`):
+    # linear warm-up over ``warmup_steps`` (None: 10% of the steps), cosine decay to ``min_lr``
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None
+    min_lr: float = 0.0
+    # the step: one optimizer step per ``accumulate`` micro-batches (each loss divided by the group
+    # size, so the gradient equals the big batch's); clip the global gradient norm (the pre-clip
+    # norm goes to the history); ``amp``: autocast with :func:`runtime.autocast_dtype` (bf16, or
+    # fp16 with a ``GradScaler``; nothing on CPU)
+    accumulate: int = 1
+    clip_grad_norm: float | None = 1.0
+    amp: bool = True
+    # evaluation every ``eval_every`` optimizer steps and after the last one (None: at each epoch's end)
+    eval_every: int | None = None
+    # early stopping on the metric ``monitor`` ("max"/"min" is better): the best weights are
+    # deep-copied and loaded back at the end (``restore_best``); ``patience`` evaluations without
+    # an improvement of more than ``min_delta`` stop the run
+    monitor: str | None = None
+    mode: str = "max"
+    patience: int | None = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+    # checkpoints into ``checkpoint_dir`` every ``checkpoint_every`` steps and at the end, the newest
+    # ``keep_last`` kept; ``resume``: continue exactly from the newest good one. ``seed`` fixes each
+    # epoch's batch order (None leaves the loader alone, and resume is then no longer exact)
+    checkpoint_dir: str | os.PathLike | None = None
+    checkpoint_every: int | None = None
+    keep_last: int = 3
+    resume: bool = False
+    seed: int | None = 0
+    # where it runs (None: :func:`runtime.device`) and whether a tqdm bar shows
+    device: torch.device | str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', not {self.mode!r}")
+
+
+def _fit_config(config: FitConfig | None, settings: dict[str, Any]) -> FitConfig:
+    """``config`` (default ``FitConfig()``) with ``settings`` replacing its fields; TypeError on unknown names."""
+    names = [f.name for f in fields(FitConfig)]
+    for key in settings:
+        if key not in names:
+            close = difflib.get_close_matches(key, [*names, "optimizer", "scheduler", "eval_fn", "callback"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; FitConfig fields: {', '.join(names)}"
+            raise TypeError(f"fit() got an unexpected keyword argument {key!r}{hint}")
+    if config is not None and not isinstance(config, FitConfig):
+        raise TypeError(f"config must be a FitConfig, not {type(config).__name__}")
+    return replace(config or FitConfig(), **settings)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -168,118 +230,6 @@ def _batch_size(batch: Any) -> int | None:
         size = _batch_size(v)
         if size is not None:
             return size
-    return None
-
-
-# --------------------------------------------------------------------------- RNG state
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA) RNG states as ``weights_only``-loadable plain types."""
-    version, py_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(py_state), gauss],
-             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    version, py_state, gauss = state["python"]
-    random.setstate((version, tuple(py_state), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> dict[str, Any]:
-    """``write(tmp)``, fsync, rename onto ``path``; returns the manifest entry for the file."""
-    with atomic_path(path, fsync=True) as tmp:
-        write(tmp)
-        entry = {"name": path.name, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size}
-    return entry
-
-
-def list_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
-    """Manifests in ``checkpoint_dir``, newest (highest step) first."""
-    return sorted(Path(checkpoint_dir).glob("step-*.json"), reverse=True)
-
-
-def save_checkpoint(checkpoint_dir: str | os.PathLike, model: torch.nn.Module, state: dict[str, Any],
-                    best_state: dict[str, torch.Tensor] | None = None, keep_last: int = 3) -> Path:
-    """Write one checkpoint atomically (weights, ``state`` as .pt, best weights, manifest last).
-
-    ``state`` must hold ``history`` (a :class:`History` as dict) plus anything
-    ``torch.load(weights_only=True)`` accepts. Keeps the newest ``keep_last`` checkpoints.
-    Returns the manifest path (notebook 07, §Checkpoint and resume).
-    """
-    directory = Path(checkpoint_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    hist = state["history"]
-    stem = f"step-{hist['step']:08d}"
-    manifest = directory / f"{stem}.json"
-    manifest.unlink(missing_ok=True)  # an older checkpoint of the same step is now invalid
-    files = {"model": _atomic_write(directory / f"{stem}.safetensors", lambda p: save_model(model, str(p))),
-             "state": _atomic_write(directory / f"{stem}.pt", lambda p: torch.save(state, p))}
-    if best_state is not None:
-        best = {k: v.contiguous() for k, v in best_state.items()}
-        files["best"] = _atomic_write(directory / f"{stem}.best.safetensors", lambda p: save_file(best, str(p)))
-    info = {"format": CKPT_FORMAT, "step": hist["step"], "epoch": hist["epoch"], "batch": hist["batch"],
-            "files": files}
-    _atomic_write(manifest, lambda p: p.write_text(json.dumps(info, indent=1)))
-    for old in list_checkpoints(directory)[max(1, keep_last):]:
-        _remove_checkpoint(old)
-    return manifest
-
-
-def _remove_checkpoint(manifest: Path) -> None:
-    manifest.unlink(missing_ok=True)
-    stem = manifest.name[: -len(".json")]
-    for suffix in (".safetensors", ".pt", ".best.safetensors"):
-        (manifest.parent / f"{stem}{suffix}").unlink(missing_ok=True)
-
-
-def verify_checkpoint(manifest: str | os.PathLike) -> dict[str, Any]:
-    """Check sha256 of every file and load the .pt with ``weights_only=True``.
-
-    Returns ``{"manifest", "model_path", "state", "best_state"}``; raises ``ValueError`` (or a
-    load error) when anything is missing, damaged or truncated.
-    """
-    manifest = Path(manifest)
-    info = json.loads(manifest.read_text())
-    if info.get("format") != CKPT_FORMAT:
-        raise ValueError(f"unknown checkpoint format {info.get('format')!r}")
-    paths = {}
-    for role, entry in info["files"].items():
-        path = manifest.parent / entry["name"]
-        if not path.is_file():
-            raise ValueError(f"{entry['name']} is missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise ValueError(f"sha256 mismatch for {entry['name']} (damaged or truncated)")
-        paths[role] = path
-    state = torch.load(paths["state"], map_location="cpu", weights_only=True)
-    best = load_file(str(paths["best"])) if "best" in paths else None
-    return {"manifest": info, "model_path": paths["model"], "state": state, "best_state": best}
-
-
-def load_latest_checkpoint(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The newest checkpoint that verifies, warning about each damaged one skipped; None if none."""
-    manifests = list_checkpoints(checkpoint_dir) if Path(checkpoint_dir).is_dir() else []
-    for manifest in manifests:
-        try:
-            return verify_checkpoint(manifest)
-        except Exception as err:  # damaged manifest, sha mismatch, unreadable .pt ...
-            warnings.warn(f"checkpoint {manifest.name} is unusable ({err}); trying the previous one",
-                          CheckpointWarning, stacklevel=2)
-    if manifests:
-        warnings.warn(f"no usable checkpoint in {checkpoint_dir}; starting from scratch",
-                      CheckpointWarning, stacklevel=2)
     return None
 
 
@@ -371,184 +321,216 @@ def _scheduler_step(scheduler: Any, scaler: torch.amp.GradScaler) -> None:
         scheduler.step()
 
 
-def _checkpoint_state(hist: History, optimizer: Any, scheduler: Any, scaler: Any, seed: int | None) -> dict[str, Any]:
-    return {"history": asdict(hist), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(), "seed": seed}
+class _Run:
+    """One ``fit`` call: its objects, and the steps of its loop as short methods.
 
+    The seams a distributed (DDP) version extends: :meth:`epoch_batches` (the data order; a
+    ``DistributedSampler`` gets ``set_epoch`` from :func:`seed_loader`), :meth:`train_step`
+    (forward, backward, optimizer step), :meth:`validate` (the metrics) and :meth:`save` /
+    :meth:`resume` (checkpoint I/O, :mod:`mmcourse.checkpoint`).
+    """
 
-def _resume(checkpoint_dir: str | os.PathLike, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-            scaler: Any) -> tuple[History, dict[str, Any] | None, dict[str, torch.Tensor] | None]:
-    """Load the newest good checkpoint into the objects; returns (history, rng state, best weights)."""
-    ckpt = load_latest_checkpoint(checkpoint_dir)
-    if ckpt is None:
-        return History(), None, None
-    state = ckpt["state"]
-    load_model(model, str(ckpt["model_path"]))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    dev = next(model.parameters()).device
-    best = {k: v.to(dev) for k, v in ckpt["best_state"].items()} if ckpt["best_state"] is not None else None
-    print(f"resumed from {ckpt['model_path'].stem} (step {state['history']['step']})")
-    return History(**state["history"]), state["rng"], best
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, train_loader: Any, val_loader: Any,
+                 cfg: FitConfig, optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                 eval_fn: EvalFn | None, callback: Callback | None):
+        self.model, self.loss_fn, self.cfg = model, loss_fn, cfg
+        self.train_loader, self.val_loader, self.eval_fn, self.callback = train_loader, val_loader, eval_fn, callback
+        self.dev = torch.device(cfg.device) if cfg.device is not None else runtime.device()
+        model.to(self.dev)
+        self.amp_dtype = runtime.autocast_dtype(self.dev) if cfg.amp else None
+        self.n_batches = len(train_loader)
+        steps = cfg.epochs * math.ceil(self.n_batches / cfg.accumulate)
+        self.total = steps if cfg.max_steps is None else min(cfg.max_steps, steps)
+        self.optimizer = optimizer or default_optimizer(model, cfg.lr, cfg.weight_decay)
+        if scheduler is None:
+            warmup = round(0.1 * self.total) if cfg.warmup_steps is None else cfg.warmup_steps
+            scheduler = warmup_cosine_scheduler(self.optimizer, self.total, warmup, cfg.min_lr)
+        self.scheduler = scheduler
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.hist, self.pending_rng, self.best_state = History(), None, None
+        if cfg.resume and cfg.checkpoint_dir is not None:
+            self.resume()
+        self.last_saved = self.hist.step if self.pending_rng is not None else None
+        self.step_loss = torch.zeros((), device=self.dev)
+        model.train()
+        self.bar = tqdm(total=self.total, initial=self.hist.step, desc="train", disable=not cfg.progress,
+                        dynamic_ncols=True)
+
+    @property
+    def finished(self) -> bool:
+        return self.hist.stopped_early or self.hist.step >= self.total
+
+    def train_epoch(self, epoch: int) -> None:
+        """The (rest of the) epoch: steps, evaluations and checkpoints, until it ends or the run does."""
+        self.step_loss = torch.zeros((), device=self.dev)
+        for i, batch in self.epoch_batches(epoch):
+            norm = self.train_step(i, batch)
+            if norm is None:  # inside an accumulation group: no optimizer step yet
+                continue
+            self.record_step(epoch, i, norm)
+            self.after_step(epoch, i)
+            if self.finished:
+                break
+
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[int, Any]]:
+        """``(index, micro-batch)`` of ``epoch`` in its seeded order, resumed where the history says."""
+        if self.cfg.seed is not None:
+            seed_loader(self.train_loader, self.cfg.seed, epoch)
+        skip = self.hist.batch if epoch == self.hist.epoch else 0
+        # resumed: restore the RNGs at the moment the killed run fetched its next batch
+        if skip == 0:
+            self._restore_rng()
+        batches = iter(self.train_loader)
+        for _ in range(skip):  # resume mid-epoch: same order, skip what was trained on
+            next(batches)
+        self._restore_rng()
+        return enumerate(batches, start=skip)
+
+    def _restore_rng(self) -> None:
+        if self.pending_rng is not None:
+            set_rng_state(self.pending_rng)
+            self.pending_rng = None
+
+    def train_step(self, i: int, batch: Any) -> float | None:
+        """Forward and backward micro-batch ``i``; after the last one of its accumulation group,
+        the optimizer step. Returns the step's pre-clip gradient norm, or None (no step yet)."""
+        accumulate = self.cfg.accumulate
+        group_size = min(accumulate, self.n_batches - (i // accumulate) * accumulate)
+        try:
+            batch = to_device(batch, self.dev)
+            with _amp_context(self.dev, self.amp_dtype):
+                loss = self.loss_fn(self.model, batch) / group_size
+            self.scaler.scale(loss).backward()
+            self.step_loss += loss.detach().float()
+            if (i + 1) % accumulate and i + 1 != self.n_batches:
+                return None
+            return _optimizer_step(self.optimizer, self.scaler, self.params, self.cfg.clip_grad_norm)
+        except torch.OutOfMemoryError as err:
+            _free_memory(self.optimizer, self.dev, err)
+            raise _oom_error(err, "training", self.hist.step + 1, batch, self.train_loader, accumulate,
+                             self.dev) from err
+
+    def record_step(self, epoch: int, i: int, norm: float) -> None:
+        """After an optimizer step: advance the schedule, record it, show it, report "step"."""
+        hist = self.hist
+        hist.lr.append(float(self.optimizer.param_groups[0]["lr"]))
+        _scheduler_step(self.scheduler, self.scaler)
+        hist.step += 1
+        hist.epoch, hist.batch = epoch, i + 1
+        hist.train_loss.append(float(self.step_loss))
+        hist.grad_norm.append(norm)
+        self.step_loss = torch.zeros((), device=self.dev)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", lr=f"{hist.lr[-1]:.2e}")
+        if self.callback:
+            self.callback("step", {"step": hist.step, "epoch": epoch, "loss": hist.train_loss[-1],
+                                   "lr": hist.lr[-1], "grad_norm": hist.grad_norm[-1], "total_steps": self.total})
+
+    def after_step(self, epoch: int, i: int) -> None:
+        """Evaluate when due, move the position to the next epoch at an epoch's end, checkpoint when due."""
+        cfg, hist = self.cfg, self.hist
+        epoch_end = i + 1 == self.n_batches
+        due = hist.step >= self.total or (epoch_end if cfg.eval_every is None else hist.step % cfg.eval_every == 0)
+        if self.val_loader is not None and due:
+            self.validate()
+        if epoch_end:
+            hist.epoch, hist.batch = epoch + 1, 0
+        if cfg.checkpoint_dir is not None and cfg.checkpoint_every and hist.step % cfg.checkpoint_every == 0:
+            self.save()
+
+    def validate(self) -> None:
+        """:func:`evaluate`, early-stopping bookkeeping, record the metrics, report "eval"."""
+        hist = self.hist
+        try:
+            metrics = evaluate(self.model, self.loss_fn, self.val_loader, self.eval_fn, self.dev, self.amp_dtype)
+        except torch.OutOfMemoryError as err:
+            _free_memory(self.optimizer, self.dev, err)
+            raise _oom_error(err, "evaluation", hist.step, None, self.val_loader, 1, self.dev) from err
+        improved = self.track_best(metrics)
+        hist.evals.append({"step": hist.step, "epoch": hist.epoch, **metrics})
+        self.bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
+        if self.callback:
+            self.callback("eval", {"step": hist.step, "epoch": hist.epoch, **metrics, "improved": improved,
+                                   "best_metric": hist.best_metric, "stopped_early": hist.stopped_early})
+
+    def track_best(self, metrics: dict[str, float]) -> bool:
+        """Early stopping on ``cfg.monitor``: snapshot the weights when it improved (returns True),
+        else count a bad evaluation and stop after ``patience`` of them."""
+        cfg, hist = self.cfg, self.hist
+        if cfg.monitor is None:
+            return False
+        if cfg.monitor not in metrics:
+            raise ValueError(f"monitor={cfg.monitor!r} is not among the eval metrics {sorted(metrics)}")
+        if not _improved(metrics[cfg.monitor], hist.best_metric, cfg.mode, cfg.min_delta):
+            hist.bad_evals += 1
+            hist.stopped_early = cfg.patience is not None and hist.bad_evals >= cfg.patience
+            return False
+        hist.best_metric, hist.best_step, hist.bad_evals = metrics[cfg.monitor], hist.step, 0
+        self.best_state = _snapshot(self.model)
+        return True
+
+    def save(self) -> None:
+        """Checkpoint the run as it is now (:func:`mmcourse.checkpoint.save_checkpoint`)."""
+        state = training_state(asdict(self.hist), self.optimizer, self.scheduler, self.scaler, self.cfg.seed)
+        save_checkpoint(self.cfg.checkpoint_dir, self.model, state, self.best_state, self.cfg.keep_last)
+        self.last_saved = self.hist.step
+
+    def resume(self) -> None:
+        """Load the newest good checkpoint, if any; its RNG states wait in ``pending_rng`` for the data."""
+        ckpt = load_latest_checkpoint(self.cfg.checkpoint_dir)
+        if ckpt is None:
+            return
+        state = restore_training_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler)
+        dev = next(self.model.parameters()).device
+        if ckpt["best_state"] is not None:
+            self.best_state = {k: v.to(dev) for k, v in ckpt["best_state"].items()}
+        print(f"resumed from {ckpt['model_path'].stem} (step {state['history']['step']})")
+        self.hist, self.pending_rng = History(**state["history"]), state["rng"]
+
+    def finish(self) -> History:
+        """Load the best weights back (``restore_best``), report "end", return the history."""
+        hist = self.hist
+        if self.cfg.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.callback:
+            self.callback("end", {"step": hist.step, "epoch": hist.epoch, "best_metric": hist.best_metric,
+                                  "best_step": hist.best_step, "stopped_early": hist.stopped_early})
+        return hist
 
 
 def fit(model: torch.nn.Module, loss_fn: LossFn, train_loader: Any, val_loader: Any = None, *,
-        epochs: int = 1, max_steps: int | None = None,
-        optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-        lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int | None = None, min_lr: float = 0.0,
-        accumulate: int = 1, clip_grad_norm: float | None = 1.0, amp: bool = True,
-        eval_fn: EvalFn | None = None, eval_every: int | None = None,
-        monitor: str | None = None, mode: str = "max", patience: int | None = None,
-        min_delta: float = 0.0, restore_best: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-        keep_last: int = 3, resume: bool = False, seed: int | None = 0,
-        device: torch.device | str | None = None, progress: bool = True,
-        callback: Callback | None = None) -> History:
+        config: FitConfig | None = None, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+        eval_fn: EvalFn | None = None, callback: Callback | None = None, **settings: Any) -> History:
     """Train ``model`` by minimising ``loss_fn(model, batch)``; the fine-tuning recipe of notebook 07.
 
-    - optimizer: AdamW over trainable parameters by default (:func:`default_optimizer`);
-      scheduler: linear warm-up (default 10% of steps) + cosine decay to ``min_lr``, stepped once
-      per optimizer step (:func:`warmup_cosine_scheduler`).
-    - ``accumulate=k``: one optimizer step per ``k`` micro-batches, each loss divided by ``k``
-      (by fewer for a short last group), so the gradient equals the big batch's.
-    - ``clip_grad_norm``: clip the global gradient norm (the pre-clip norm goes to history).
-    - ``amp``: ``torch.autocast`` with :func:`runtime.autocast_dtype` (bf16, or fp16 with a
-      ``GradScaler``; nothing on CPU).
-    - evaluation every ``eval_every`` optimizer steps (and after the last one), or at the end of
-      each epoch when ``eval_every`` is None: :func:`evaluate` with ``eval_fn``.
-    - early stopping on ``monitor`` (a metric name, ``mode`` "max"/"min"): a deep copy of the best
-      weights is kept and restored at the end (``restore_best``); ``patience`` evaluations
-      without improvement stop the run.
-    - checkpoints into ``checkpoint_dir`` every ``checkpoint_every`` steps and at the end; with
-      ``resume=True`` the run continues exactly from the newest good checkpoint (see the module
-      docstring). ``seed`` fixes each epoch's batch order (None leaves the loader alone, and
-      resume is then no longer exact).
+    - ``config``: a :class:`FitConfig` (epochs, lr, accumulate, early stopping, checkpoints, ...);
+      keyword arguments named like its fields build it or override it: ``fit(..., epochs=3)`` is
+      ``fit(..., config=FitConfig(epochs=3))``. Any other keyword argument is a ``TypeError``.
+    - ``optimizer``: AdamW over trainable parameters by default (:func:`default_optimizer`);
+      ``scheduler``: linear warm-up + cosine decay (:func:`warmup_cosine_scheduler`), stepped
+      once per optimizer step.
+    - ``eval_fn(model, val_loader)`` returns the metrics (default: the mean ``val_loss``; see
+      :func:`evaluate`).
     - ``callback(event, info)`` with event "step", "eval" or "end" (the live dashboard).
 
     Returns the :class:`History`. A CUDA out-of-memory error becomes a
     :class:`TrainingOutOfMemoryError` saying what to change.
     """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    if monitor is not None and val_loader is None:
-        raise ValueError(f"monitor={monitor!r} needs a val_loader to evaluate on")
-    dev = torch.device(device) if device is not None else runtime.device()
-    model.to(dev)
-    amp_dtype = runtime.autocast_dtype(dev) if amp else None
-    n_batches = len(train_loader)
-    steps_per_epoch = math.ceil(n_batches / accumulate)
-    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    optimizer = optimizer or default_optimizer(model, lr, weight_decay)
-    if scheduler is None:
-        warmup = round(0.1 * total) if warmup_steps is None else warmup_steps
-        scheduler = warmup_cosine_scheduler(optimizer, total, warmup, min_lr)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    hist, pending_rng, best_state = History(), None, None
-    if resume and checkpoint_dir is not None:
-        hist, pending_rng, best_state = _resume(checkpoint_dir, model, optimizer, scheduler, scaler)
-    last_saved = hist.step if pending_rng is not None else None
-
-    def save() -> None:
-        nonlocal last_saved
-        state = _checkpoint_state(hist, optimizer, scheduler, scaler, seed)
-        save_checkpoint(checkpoint_dir, model, state, best_state, keep_last)
-        last_saved = hist.step
-
-    def run_eval() -> None:
-        nonlocal best_state
-        try:
-            metrics = evaluate(model, loss_fn, val_loader, eval_fn, dev, amp_dtype)
-        except torch.OutOfMemoryError as err:
-            _free_memory(optimizer, dev, err)
-            raise _oom_error(err, "evaluation", hist.step, None, val_loader, 1, dev) from err
-        improved = False
-        if monitor is not None:
-            if monitor not in metrics:
-                raise ValueError(f"monitor={monitor!r} is not among the eval metrics {sorted(metrics)}")
-            improved = _improved(metrics[monitor], hist.best_metric, mode, min_delta)
-            if improved:
-                hist.best_metric, hist.best_step, hist.bad_evals = metrics[monitor], hist.step, 0
-                best_state = _snapshot(model)
-            else:
-                hist.bad_evals += 1
-                hist.stopped_early = patience is not None and hist.bad_evals >= patience
-        hist.evals.append({"step": hist.step, "epoch": hist.epoch, **metrics})
-        bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
-        if callback:
-            callback("eval", {"step": hist.step, "epoch": hist.epoch, **metrics, "improved": improved,
-                              "best_metric": hist.best_metric, "stopped_early": hist.stopped_early})
-
-    model.train()
-    bar = tqdm(total=total, initial=hist.step, desc="train", disable=not progress, dynamic_ncols=True)
+    cfg = _fit_config(config, settings)
+    if cfg.monitor is not None and val_loader is None:
+        raise ValueError(f"monitor={cfg.monitor!r} needs a val_loader to evaluate on")
+    run = _Run(model, loss_fn, train_loader, val_loader, cfg, optimizer, scheduler, eval_fn, callback)
     try:
-        for epoch in range(hist.epoch, epochs):
-            if hist.stopped_early or hist.step >= total:
+        for epoch in range(run.hist.epoch, cfg.epochs):
+            if run.finished:
                 break
-            if seed is not None:
-                seed_loader(train_loader, seed, epoch)
-            skip = hist.batch if epoch == hist.epoch else 0
-            # resumed: restore the RNGs at the moment the killed run fetched its next batch
-            if pending_rng is not None and skip == 0:
-                set_rng_state(pending_rng)
-                pending_rng = None
-            batches = iter(train_loader)
-            for _ in range(skip):  # resume mid-epoch: same order, skip what was trained on
-                next(batches)
-            if pending_rng is not None:
-                set_rng_state(pending_rng)
-                pending_rng = None
-            step_loss = torch.zeros((), device=dev)
-            for i, batch in enumerate(batches, start=skip):
-                group_size = min(accumulate, n_batches - (i // accumulate) * accumulate)
-                try:
-                    batch = to_device(batch, dev)
-                    with _amp_context(dev, amp_dtype):
-                        loss = loss_fn(model, batch) / group_size
-                    scaler.scale(loss).backward()
-                    step_loss += loss.detach().float()
-                    if (i + 1) % accumulate and i + 1 != n_batches:
-                        continue
-                    norm = _optimizer_step(optimizer, scaler, params, clip_grad_norm)
-                except torch.OutOfMemoryError as err:
-                    _free_memory(optimizer, dev, err)
-                    raise _oom_error(err, "training", hist.step + 1, batch, train_loader, accumulate, dev) from err
-                hist.lr.append(float(optimizer.param_groups[0]["lr"]))
-                _scheduler_step(scheduler, scaler)
-                hist.step += 1
-                hist.epoch, hist.batch = epoch, i + 1
-                hist.train_loss.append(float(step_loss))
-                hist.grad_norm.append(norm)
-                step_loss = torch.zeros((), device=dev)
-                bar.update(1)
-                bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", lr=f"{hist.lr[-1]:.2e}")
-                if callback:
-                    callback("step", {"step": hist.step, "epoch": epoch, "loss": hist.train_loss[-1],
-                                      "lr": hist.lr[-1], "grad_norm": hist.grad_norm[-1], "total_steps": total})
-                epoch_end = i + 1 == n_batches
-                last = hist.step >= total
-                due = last or (epoch_end if eval_every is None else hist.step % eval_every == 0)
-                if val_loader is not None and due:
-                    run_eval()
-                if epoch_end:
-                    hist.epoch, hist.batch = epoch + 1, 0
-                if checkpoint_dir is not None and checkpoint_every and hist.step % checkpoint_every == 0:
-                    save()
-                if hist.stopped_early or last:
-                    break
-        if checkpoint_dir is not None and last_saved != hist.step:
-            save()
+            run.train_epoch(epoch)
+        if cfg.checkpoint_dir is not None and run.last_saved != run.hist.step:
+            run.save()
     finally:
-        bar.close()
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    if callback:
-        callback("end", {"step": hist.step, "epoch": hist.epoch, "best_metric": hist.best_metric,
-                         "best_step": hist.best_step, "stopped_early": hist.stopped_early})
-    return hist
+        run.bar.close()
+    return run.finish()
 
 
 def overfit_one_batch(model: torch.nn.Module, loss_fn: LossFn, batch: Any, steps: int = 100,
