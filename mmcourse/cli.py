@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--src", default="solutions", help="folder of notebooks to run (default solutions)")
     r.add_argument("--build", default="build", help="output folder (default build)")
     r.add_argument("--timeout", type=int, default=900, help="seconds per notebook (default 900)")
+    r.add_argument("--record", action="store_true",
+                   help="with --profile full: write each notebook's results record to mmcourse/results/")
     strict = r.add_mutually_exclusive_group()
     strict.add_argument("--strict-checks", dest="strict_checks", action="store_true", default=None,
                         help="a failed or pending check raises (default; for instructor sources)")
@@ -101,9 +103,21 @@ def _run(args: argparse.Namespace) -> int:
                         "lenient, checks only print their verdict")
           + (" (default; --lenient-checks for student copies)" if args.strict_checks is None
              else " (--strict-checks)" if strict else " (--lenient-checks)"), flush=True)
+    if args.record and name != "full":
+        print("--record writes full-profile results records: use it with --profile full", flush=True)
+        return 2
     rows = runner.run(args.notebooks or None, src_dir=args.src, build_dir=args.build, profile=name,
                       timeout=args.timeout, strict_checks=strict)
-    return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+    ok = bool(rows) and all(r["status"] == "ok" for r in rows)
+    if args.record:
+        from mmcourse import results
+        for row in rows:
+            if row["status"] == "ok":
+                path = results.write(row, f"python -m mmcourse run --profile full --record {row['notebook']}")
+                print(f"[{row['notebook']}] results record written: {path}", flush=True)
+            else:
+                print(f"[{row['notebook']}] {row['status']}: no results record written", flush=True)
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

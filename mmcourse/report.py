@@ -40,14 +40,39 @@ def log_metric(name: str, value: float | int | str) -> None:
     _append({"kind": "metric", "name": name, "value": value})
 
 
+class ClaimFailed(AssertionError):
+    """A claim the prose makes did not hold on this run (raised in strict mode: solutions, CI)."""
+
+
+def claim(text: str, holds: bool, evidence: str = "", source: str = "this run") -> bool:
+    """Print a claim the prose makes and whether it held; record it for ``build/report.json``.
+
+    Every quantitative statement in a notebook's text is checked by a cell (COURSE_DESIGN §4):
+    ``claim("late fusion beats every single modality", late > max(singles), f"{late:.3f} vs ...")``.
+    ``source`` says where the numbers come from: ``"this run"``, or ``"full-profile record"`` for a
+    claim that only holds in the full profile and is checked against :mod:`mmcourse.results`.
+    With strict checks (instructor sources, CI) a claim that fails raises :class:`ClaimFailed`.
+    """
+    holds = bool(holds)
+    line = f"{'✓' if holds else '✗'} claim ({source}): {text}" + (f" [{evidence}]" if evidence else "")
+    if not holds:
+        line += " — does NOT hold"
+    print(line)
+    _append({"kind": "claim", "text": text, "holds": holds, "source": source, "evidence": evidence})
+    from mmcourse.checks import strict
+    if not holds and strict():
+        raise ClaimFailed(line)
+    return holds
+
+
 def log_data_source(dataset: str, source: str, detail: str = "") -> None:
     """Record which source a loader used: ``"real"`` or ``"synthetic"`` (quietly)."""
     _append({"kind": "data", "dataset": dataset, "source": source, "detail": detail})
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Fold a record file into ``{"metrics": {...}, "data_sources": {...}}``."""
-    out: dict[str, Any] = {"metrics": {}, "data_sources": {}}
+    """Fold a record file into ``{"metrics": {...}, "data_sources": {...}, "claims": [...]}``."""
+    out: dict[str, Any] = {"metrics": {}, "data_sources": {}, "claims": []}
     if not os.path.exists(path):
         return out
     with open(path, encoding="utf-8") as f:
@@ -60,6 +85,8 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
                 out["metrics"][entry["name"]] = entry["value"]
             elif entry.get("kind") == "data":
                 out["data_sources"][entry["dataset"]] = entry["source"]
+            elif entry.get("kind") == "claim":
+                out["claims"].append({k: entry.get(k) for k in ("text", "holds", "source", "evidence")})
     return out
 
 

@@ -264,7 +264,7 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
     return {"notebook": name, "status": status, "seconds": seconds,
             "peak_rss_mb": max(peaks) if peaks else None, "profile": profile,
             "data_sources": rec.get("data_sources", {}), "metrics": rec.get("metrics", {}),
-            "error": error, "started": started}
+            "claims": rec.get("claims", []), "error": error, "started": started}
 
 
 def _write_html(executed: Path, out: Path) -> None:
