@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("notebooks", nargs="*", help="names or patterns (default: all)")
     rel.add_argument("--src", default="solutions")
     rel.add_argument("--dst", default="notebooks")
+    rel.add_argument("--strip-answers", action="store_true",
+                     help="leave out the questionnaires' model answers (for a class; use another --dst)")
     chk = sub.add_parser("check-release", help="fail when notebooks/ is out of sync")
     chk.add_argument("--src", default="solutions")
     chk.add_argument("--dst", default="notebooks")
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     from mmcourse import release
     if args.command == "release":
-        for path in release.release(args.src, args.dst, names=args.notebooks or None):
+        for path in release.release(args.src, args.dst, names=args.notebooks or None,
+                                    answers=not args.strip_answers):
             print(f"wrote {path}")
         return 0
     if args.command == "check-release":

@@ -12,6 +12,7 @@ import copy
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -25,6 +26,14 @@ SOLUTION_ONLY_TAG = "solution_only"
 # nbgrader's markers (any number of '#', trailing text tolerated so a sloppy marker never leaks).
 _CODE_MARKER = re.compile(r"^(?P<indent>[ \t]*)#+[ \t]*(?P<kind>BEGIN|END)[ \t]+SOLUTION\b")
 _MD_MARKER = re.compile(r"<!--\s*(?P<kind>BEGIN|END)\s+SOLUTION\s*-->")
+# A questionnaire's model answer: <details><summary>Answer</summary> … </details> (COURSE_DESIGN §4).
+_ANSWER_BLOCK = re.compile(r"\n?[ \t]*<details>\s*<summary>\s*Answer\s*</summary>.*?</details>[ \t]*",
+                           re.DOTALL | re.IGNORECASE)
+
+
+def strip_answers(markdown: str) -> str:
+    """Remove the model answers (``<details><summary>Answer</summary>…</details>``) from markdown."""
+    return _ANSWER_BLOCK.sub("", markdown)
 
 
 def _release_code(source: str, where: str) -> tuple[str, list[int]]:
@@ -107,8 +116,12 @@ def _release_markdown(source: str, where: str) -> str:
     return "".join(out)
 
 
-def release_notebook(nb: nbformat.NotebookNode, source: str | None = None) -> nbformat.NotebookNode:
+def release_notebook(nb: nbformat.NotebookNode, source: str | None = None,
+                     answers: bool = True) -> nbformat.NotebookNode:
     """Return the student copy of instructor notebook ``nb`` (``nb`` is not modified).
+
+    ``answers=False`` also removes the questionnaires' model answers (a class that is graded on
+    them); by default self-paced learners keep them, collapsed.
 
     ``source`` labels the instructor notebook (e.g. ``"solutions/05_fusion_math.ipynb"``) in
     error messages and in ``metadata["mmcourse"]["generated_from"]``. Raises ``ValueError``
@@ -128,6 +141,8 @@ def release_notebook(nb: nbformat.NotebookNode, source: str | None = None) -> nb
             cell["source"] = released
         elif cell.get("cell_type") == "markdown":
             cell["source"] = _release_markdown(nbio.text(cell.get("source", "")), where)
+            if not answers:
+                cell["source"] = strip_answers(cell["source"])
         nbio.clean_cell(cell)
         if "id" not in cell and (new.get("nbformat", 4), new.get("nbformat_minor", 0)) >= (4, 5):
             cell["id"] = f"cell-{index}"
@@ -135,21 +150,26 @@ def release_notebook(nb: nbformat.NotebookNode, source: str | None = None) -> nb
     new["cells"] = cells
     for key in nbio.RUN_NB_METADATA:
         new.metadata.pop(key, None)
-    info: dict[str, str] = {"copy": "student"}
+    info: dict[str, Any] = {"copy": "student"}
+    if not answers:
+        info["answers"] = "stripped"
     if source:
         info["generated_from"] = source
     new.metadata["mmcourse"] = info
     return new
 
 
-def _release_text(path: Path, src_dir: Path) -> str:
+def _release_text(path: Path, src_dir: Path, answers: bool = True) -> str:
     label = f"{src_dir.resolve().name}/{path.name}"
-    return nbio.dumps(release_notebook(nbio.read(path), source=label))
+    return nbio.dumps(release_notebook(nbio.read(path), source=label, answers=answers))
 
 
 def release(src_dir: str | os.PathLike = "solutions", dst_dir: str | os.PathLike = "notebooks",
-            names: list[str] | None = None) -> list[Path]:
+            names: list[str] | None = None, answers: bool = True) -> list[Path]:
     """Write the student copy of each selected instructor notebook; return the written paths.
+
+    ``answers=False`` (``mmcourse release --strip-answers``) leaves out the questionnaires' model
+    answers; the committed ``notebooks/`` keep them (a test checks they are in sync).
 
     All notebooks are released in memory first, so a marker error writes nothing. Files whose
     content is unchanged are left untouched.
@@ -158,7 +178,7 @@ def release(src_dir: str | os.PathLike = "solutions", dst_dir: str | os.PathLike
     texts, errors = {}, []
     for path in nbio.select(src, names):
         try:
-            texts[dst / path.name] = _release_text(path, src)
+            texts[dst / path.name] = _release_text(path, src, answers)
         except ValueError as exc:
             errors.append(str(exc))
     if errors:

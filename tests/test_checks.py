@@ -72,3 +72,33 @@ def test_a_wrong_large_array_is_reported_compactly(lenient, capsys):
 def test_verdict_has_one_full_stop(lenient, capsys):
     checks.failed("count", 12, "11.")
     assert "found 11.\n" in capsys.readouterr().out + "\n"
+
+
+CHOICES = {"a": "the mean", "b": "the median", "c": "the mode"}
+
+
+def test_quiz_multiple_choice_explains_right_and_wrong(lenient, capsys):
+    assert checks.quiz("q", lambda: "B", "b", "It ignores outliers.", CHOICES)
+    assert "✓ q: b) the median — right. It ignores outliers." in capsys.readouterr().out
+    assert not checks.quiz("q", lambda: "a", "b", "It ignores outliers.", CHOICES)
+    out = capsys.readouterr().out
+    assert "✗ q" in out and "a) the mean" in out and "It ignores outliers." in out
+    assert not checks.quiz("q", lambda: "d", "b", "x", CHOICES)
+    assert "one of a, b, c" in capsys.readouterr().out
+
+
+def test_quiz_number_tolerance_and_pending(lenient, capsys):
+    assert checks.quiz("n", lambda: 101, 100.0, "Because.")
+    assert not checks.quiz("n", lambda: 110, 100.0, "Because.")
+    assert not checks.quiz("n", lambda: "many", 100.0, "Because.")
+    def unanswered():
+        raise NotImplementedError
+    assert not checks.quiz("n", unanswered, 100.0, "Because.")
+    out = capsys.readouterr().out
+    assert out.count("✓") == 1 and out.count("✗") == 2 and "pending n" in out
+
+
+def test_quiz_wrong_answer_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    with pytest.raises(checks.CheckFailed):
+        checks.quiz("q", lambda: "a", "b", "x", CHOICES)

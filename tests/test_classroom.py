@@ -436,3 +436,22 @@ def test_report_does_nothing_at_import(tmp_path):
     env = dict(os.environ, MMCOURSE_RECORD_FILE=str(record))
     subprocess.run([sys.executable, "-c", "import mmcourse.report"], env=env, check=True)
     assert not record.exists()
+
+
+QUESTIONNAIRE = ("**Q1.** Why divide by √d?\n\n<details><summary>Answer</summary>\n\nThe variance of a dot "
+                 "product grows with d.\n\n</details>\n\n**Q2.** Name a pitfall.\n\n"
+                 "<details>\n<summary>Answer</summary>\nLeakage.\n</details>\n")
+
+
+def test_questionnaire_answers_stay_for_self_study_and_strip_for_a_class(tmp_path):
+    src, dst, cls = tmp_path / "src", tmp_path / "dst", tmp_path / "class"
+    src.mkdir()
+    nbformat.write(new_notebook(cells=[new_markdown_cell(QUESTIONNAIRE)]), src / "01_x.ipynb")
+    release(src, dst)
+    kept = nbio.read(dst / "01_x.ipynb").cells[0].source
+    assert kept.count("<summary>Answer</summary>") == 2 and "variance" in kept
+    assert cli.main(["release", "--src", str(src), "--dst", str(cls), "--strip-answers"]) == 0
+    stripped = nbio.read(cls / "01_x.ipynb")
+    text = stripped.cells[0].source
+    assert "Q1." in text and "Q2." in text and "variance" not in text and "Leakage" not in text
+    assert "<details>" not in text and stripped.metadata["mmcourse"]["answers"] == "stripped"

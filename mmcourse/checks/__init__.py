@@ -158,3 +158,33 @@ def _difference(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> 
     worst = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
     return (f"max abs difference {worst:.3g}; first differing entry {first}: "
             f"{g[first]:.4g} instead of {w[first]:.4g}")
+
+
+def quiz(name: str, fn: Callable, correct: Any, explanation: str, choices: dict[str, str] | None = None,
+         rel_tol: float = 0.02) -> bool:
+    """An auto-checked quiz item: ``fn()`` returns a choice (``"a"``, ``"b"``…) or a number.
+
+    ``choices`` maps each letter to its text (a multiple-choice item); without it the answer is a
+    number, right within ``rel_tol``. Either way the verdict explains the right answer, because a
+    quiz is there to teach: ✓ confirms why, ✗ says why the pick is wrong and what is right.
+    """
+    given = attempt(name, fn)
+    if is_pending(given):
+        return False
+    if choices is not None:
+        pick = str(given).strip().lower().rstrip(")")
+        if pick not in choices:
+            return failed(name, f"one of {', '.join(sorted(choices))}", repr(given),
+                          "return the letter of your choice, e.g. \"a\"")
+        if pick == correct:
+            print(f"✓ {name}: {pick}) {choices[pick]} — right. {explanation}")
+            return True
+        return failed(name, "another choice", f"{pick}) {choices[pick]}", explanation)
+    try:
+        value = float(given)
+    except (TypeError, ValueError):
+        return failed(name, "a number", repr(given), "return a number")
+    if abs(value - correct) <= rel_tol * abs(correct) + 1e-12:
+        print(f"✓ {name}: {value:g} — right. {explanation}")
+        return True
+    return failed(name, f"a number within {rel_tol:.0%} of the right one", f"{value:g}", explanation)
