@@ -17,7 +17,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mmcourse.fileio import write_text_atomic
 
@@ -63,6 +63,31 @@ def claim(text: str, holds: bool, evidence: str = "", source: str = "this run") 
     if not holds and strict():
         raise ClaimFailed(line)
     return holds
+
+
+def claim_full(notebook: str, text: str, holds: Callable[[dict[str, Any]], bool],
+               evidence: Callable[[dict[str, Any]], str] | None = None) -> bool | None:
+    """A claim that only the full profile can support, checked against the committed results record.
+
+    ``holds(metrics)`` and ``evidence(metrics)`` read the record's metrics (:mod:`mmcourse.results`),
+    e.g. ``claim_full("04_alignment_contrastive", "τ = 0.07 beats τ = 1",
+    lambda m: m["val_R@1_tau0.07_full"] > m["val_R@1_tau1_full"])``. Without a record it says so
+    and returns ``None``: the claim is then unchecked, never silently "true".
+    """
+    from mmcourse import results
+    record = results.load(notebook)
+    if record is None:
+        print(f"… claim (full profile, no record yet — python -m mmcourse run --profile full --record "
+              f"{notebook}): {text}")
+        _append({"kind": "claim", "text": text, "holds": None, "source": "full-profile record (missing)"})
+        return None
+    metrics = record.get("metrics", {})
+    try:
+        ok = holds(metrics)
+        why = evidence(metrics) if evidence else ""
+    except KeyError as exc:
+        ok, why = False, f"the record has no metric {exc}; re-record it"
+    return claim(text, ok, why, source=f"full-profile record of {str(record.get('date', '?'))[:10]}")
 
 
 def log_data_source(dataset: str, source: str, detail: str = "") -> None:

@@ -53,3 +53,20 @@ def test_every_committed_record_has_provenance_and_no_broken_claim():
         missing = [k for k in results.PROVENANCE if not record.get(k)]
         assert not missing, f"{path.name} lacks provenance: {missing}"
         assert all(c["holds"] for c in record.get("claims", [])), f"{path.name} records a broken claim"
+
+
+def test_full_profile_claims_are_checked_against_the_record(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    assert report.claim_full("99_demo", "acc above 0.8", lambda m: m["acc_full"] > 0.8) is None
+    assert "no record yet" in capsys.readouterr().out  # unchecked, said so, not raised
+    row = {"notebook": "99_demo", "status": "ok", "profile": "full", "seconds": 60.0,
+           "metrics": {"acc_full": 0.9}, "data_sources": {}}
+    results.write(row, "python -m mmcourse run --profile full --record 99_demo")
+    assert report.claim_full("99_demo", "acc above 0.8", lambda m: m["acc_full"] > 0.8,
+                             lambda m: f"acc {m['acc_full']}")
+    assert "✓ claim (full-profile record of" in capsys.readouterr().out
+    with pytest.raises(report.ClaimFailed, match="acc above 0.95"):
+        report.claim_full("99_demo", "acc above 0.95", lambda m: m["acc_full"] > 0.95)
+    with pytest.raises(report.ClaimFailed, match="has no metric"):
+        report.claim_full("99_demo", "recall is high", lambda m: m["recall_full"] > 0.5)
