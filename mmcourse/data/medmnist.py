@@ -224,14 +224,17 @@ def read_sample(record: dict, images: torch.Tensor, labels: torch.Tensor, multi:
     """One row → ``{"image" (C, S, S) float, "label"}``."""
     img = images[record["index"]]
     img = (img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)).float().div_(255.0)
+    label = labels[record["index"]].float() if multi else int(labels[record["index"], 0])
+    return {"image": _finish(img, image_size, channels, transform), "label": label}
+
+
+def _finish(img: torch.Tensor, image_size: int | None, channels: int | None, transform) -> torch.Tensor:
+    """Resize, set the channel count and apply the caller's transform (real and stand-in images alike)."""
     if image_size:
         img = resize(img, image_size)
     if channels:
         img = to_channels(img, channels)
-    if transform is not None:
-        img = transform(img)
-    label = labels[record["index"]].float() if multi else int(labels[record["index"], 0])
-    return {"image": img, "label": label}
+    return transform(img) if transform is not None else img
 
 
 def available(folder: Path) -> list[str]:
@@ -314,11 +317,5 @@ def _read_med(record: dict, flag_id: int, split: str, k: int, multi: bool, n_cha
     if n_channels == 3:
         tint = torch.tensor([1.0, 0.75 + 0.2 * ((active[0] if active else 0) % 2), 0.85])[:, None, None]
         t = (t * tint).clamp_(0, 1)
-    if image_size:
-        t = resize(t, image_size)
-    if channels:
-        t = to_channels(t, channels)
-    if transform is not None:
-        t = transform(t)
     label = torch.tensor(record["label"], dtype=torch.float32) if multi else record["label"]
-    return {"image": t, "label": label}
+    return {"image": _finish(t, image_size, channels, transform), "label": label}
