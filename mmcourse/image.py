@@ -8,7 +8,7 @@ Section by section:
   :func:`vit_tokens` (class token + patch embeddings + position embeddings).
 * §3 "What attention costs": :func:`attention_cost`.
 * §4–§6 "A pretrained CNN": :func:`topk`, :func:`pooled_features`, :func:`caption_mentions`.
-* §7 "A linear probe": :func:`probe_accuracy`.
+* §7 "A linear probe": :func:`probe_accuracy`, :func:`probe_with_cv` (C chosen by cross-validation on train).
 
 Shapes follow PyTorch: a batch of images is ``(B, C, H, W)``. A patch is flattened in the order
 (channel, row, column) — the layout of a ``Conv2d`` weight ``(D, C, P, P)`` — and patches are
@@ -160,3 +160,26 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     clf.fit(np.asarray(x_train), np.asarray(y_train))
     return float(clf.score(np.asarray(x_eval), np.asarray(y_eval)))
+
+
+PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)  # the regularisation strengths notebook 02's probe chooses from
+
+
+def probe_with_cv(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+                  cs: Sequence[float] = PROBE_CS, folds: int = 5, max_iter: int = 2000) -> tuple[float, float]:
+    """A probe whose ``C`` is chosen by cross-validation on the training set only: ``(eval accuracy, C)``.
+
+    Every candidate ``C`` is scored by ``folds``-fold cross-validation of the whole pipeline
+    (scaler + logistic regression) on the training data, so each fold's scaler sees only that
+    fold's training part; the best ``C`` is refitted on all training data and scored once on the
+    evaluation set, which plays no part in any choice (notebook 02, §7).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter)),
+                          {"logisticregression__C": list(cs)}, cv=folds)
+    search.fit(np.asarray(x_train), np.asarray(y_train))
+    return float(search.score(np.asarray(x_eval), np.asarray(y_eval))), float(search.best_params_["logisticregression__C"])

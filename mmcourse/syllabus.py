@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # (notebook, title, what you learn, real models / data)
 NOTEBOOKS: list[tuple[str, str, str, str]] = [
-    ("00_welcome", "Welcome", "course map, environment check, profiles, how exercises and checks work", "—"),
+    ("00_welcome", "Welcome", "course map, environment check, profiles, how exercises and checks work", "MiniLM (a first cosine similarity)"),
     ("01_text_encoders", "Text encoders", "WordPiece tokens, embeddings, scaled dot-product attention from scratch, a Transformer block, pooling, sentence similarity", "MiniLM"),
     ("02_image_encoders", "Image encoders", "images as tensors, convolution vs. patches, ViT patch embedding from scratch, ImageNet predictions, feature maps", "MobileNetV2; Flickr8k"),
     ("03_audio_encoders", "Audio encoders", "waveforms, STFT, mel filterbank and log-mel from scratch, Whisper encoder features, spoken digits and environmental sounds", "Whisper tiny.en; FSDD, ESC-10"),

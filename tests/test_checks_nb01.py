@@ -145,3 +145,41 @@ def test_strict_mode_raises_on_mistake_and_pending(monkeypatch):
         nb01.check_attention(_attn(scale=lambda d: 1.0))
     with pytest.raises(checks.CheckFailed, match="pending"):
         nb01.check_mean_pool(_stub)
+
+
+# ---------------------------------------------------------------- the hints live in the ✗ feedback (issue 11, A.4)
+
+def test_code_level_hints_come_with_the_mistake(lenient, capsys):
+    def transpose_all(q, k, v, mask=None):  # k.T on a 4-D tensor reverses every axis
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = (q @ k.T / math.sqrt(q.shape[-1])).softmax(-1)
+        return w @ v, w
+
+    def ignores_mask(q, k, v, mask=None):
+        w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
+        return w @ v, w
+
+    assert "k.transpose(-2, -1)" in _run(nb01.check_attention, transpose_all, capsys)
+    out = _run(nb01.check_attention, ignores_mask, capsys)
+    assert "the mask was ignored" in out and "masked_fill(~mask" in out
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (nb01.check_quiz_1_1, 4800, 400),
+    (nb01.check_quiz_1_2, "b", "a"),
+    (nb01.check_quiz_1_3, 0.25, 1.0),
+])
+def test_quiz_items(monkeypatch, capsys, check, right, wrong):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    assert check(lambda: right)
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(checks.CheckFailed):
+        check(lambda: wrong)
+    monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
+    assert not check(lambda: wrong)
+    out = capsys.readouterr().out
+    assert "✗" in out and len(out) > 120, out  # the explanation comes with the verdict
+    assert not check(_stub)
+    assert "pending" in capsys.readouterr().out

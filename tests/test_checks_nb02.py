@@ -10,7 +10,7 @@ MEAN = np.array(image.IMAGENET_MEAN, dtype=np.float32)[:, None, None]
 STD = np.array(image.IMAGENET_STD, dtype=np.float32)[:, None, None]
 
 
-def _stub(*args):
+def _stub(*args, **kwargs):
     raise NotImplementedError
 
 
@@ -18,7 +18,7 @@ def _stub(*args):
     (nb02.check_to_model_input, image.to_model_input),
     (nb02.check_patchify, image.patchify),
     (nb02.check_vit_tokens, image.vit_tokens),
-    (nb02.check_probe_accuracy, image.probe_accuracy),
+    (nb02.check_probe_accuracy, image.probe_with_cv),
 ])
 def test_reference_passes_and_stub_is_pending(lenient, capsys, check, ref):
     check(ref)
@@ -108,19 +108,48 @@ def test_vit_tokens_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out, out
 
 
-def _probe(score_on_train=False, percent=False, error=False, raw=False, predictions=False):
+def _probe(score_on_train=False, percent=False, error=False, raw=False, predictions=False, leaky_scaler=False,
+           c_on_eval=False, accuracy_only=False, scaler_on_eval=False):
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def f(xt, yt, xe, ye):
-        clf = LogisticRegression(max_iter=2000) if raw else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        clf.fit(xt, yt)
+    def model(c):
+        lr = LogisticRegression(C=c, max_iter=2000)
+        scaled_already = leaky_scaler or scaler_on_eval  # (a second, train-fitted scaler would undo the leak)
+        return lr if raw or scaled_already else make_pipeline(StandardScaler(), lr)
+
+    def f(xt, yt, xe, ye, cs=image.PROBE_CS):
+        if leaky_scaler or scaler_on_eval:  # the leaks: a scaler that saw the evaluation features
+            scaler = StandardScaler().fit(xe if scaler_on_eval else np.vstack([xt, xe]))
+            xt, xe = scaler.transform(xt), scaler.transform(xe)
+        if c_on_eval:  # C picked by its evaluation score
+            c = max(cs, key=lambda c: model(c).fit(xt, yt).score(xe, ye))
+        else:
+            c = max(cs, key=lambda c: cross_val_score(model(c), xt, yt, cv=5).mean())
+        clf = model(c).fit(xt, yt)
         if predictions:
-            return clf.predict(xe)
+            return clf.predict(xe), c
         acc = clf.score(xt, yt) if score_on_train else clf.score(xe, ye)
-        return 100 * acc if percent else (1 - acc if error else acc)
+        acc = 100 * acc if percent else (1 - acc if error else acc)
+        return acc if accuracy_only else (acc, c)
     return f
+
+
+def test_probe_accepts_other_cross_validation_schemes(lenient, capsys):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def with_lrcv(xt, yt, xe, ye, cs=image.PROBE_CS):
+        m = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(cs), max_iter=2000)).fit(xt, yt)
+        return m.score(xe, ye), m[-1].C_[0]
+
+    for fn in (_probe(), with_lrcv):
+        nb02.check_probe_accuracy(fn)
+        out = capsys.readouterr().out
+        assert "✗" not in out and "eval set unseen" in out, out
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -128,12 +157,41 @@ def _probe(score_on_train=False, percent=False, error=False, raw=False, predicti
     (_probe(percent=True), "percentage"),
     (_probe(error=True), "error rate"),
     (_probe(raw=True), "standardise"),
-    (_probe(predictions=True), "one number"),
+    (_probe(predictions=True), "a pair (accuracy, chosen C) of numbers"),
+    (_probe(accuracy_only=True), "return the chosen C as well"),
+    (_probe(c_on_eval=True), "cross-validation on the training data only"),
+    (_probe(leaky_scaler=True), "fit the StandardScaler on the training data only"),
+    (_probe(scaler_on_eval=True), "fit the StandardScaler on the training data only"),
 ])
 def test_probe_accuracy_mistakes(lenient, capsys, wrong, hint):
     nb02.check_probe_accuracy(wrong)
     out = capsys.readouterr().out
     assert "✗" in out and hint in out, out
+
+
+def test_the_leaky_scaler_is_caught_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    with pytest.raises(checks.CheckFailed, match="nothing fitted on the evaluation set"):
+        nb02.check_probe_accuracy(_probe(leaky_scaler=True))
+
+
+@pytest.mark.parametrize("check, right, wrong", [
+    (nb02.check_quiz_2_1, 301, 300),
+    (nb02.check_quiz_2_2, "b", "a"),
+    (nb02.check_quiz_2_3, 58.4, 255),
+])
+def test_quiz_items(monkeypatch, capsys, check, right, wrong):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    assert check(lambda: right)
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(checks.CheckFailed):
+        check(lambda: wrong)
+    monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
+    assert not check(lambda: wrong)
+    out = capsys.readouterr().out
+    assert "✗" in out and len(out) > 120, out  # the explanation comes with the verdict
+    assert not check(_stub)
+    assert "pending" in capsys.readouterr().out
 
 
 def test_strict_mode_raises(monkeypatch):

@@ -132,3 +132,21 @@ def test_probe_accuracy_equals_sklearn_pipeline():
     sc = StandardScaler().fit(x[:120])
     ref = LogisticRegression(max_iter=2000).fit(sc.transform(x[:120]), y[:120]).score(sc.transform(x[120:]), y[120:])
     assert acc == pytest.approx(ref) and acc >= 0.85
+
+
+def test_probe_with_cv_chooses_c_on_train_only():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(260, 30)) * np.geomspace(0.1, 10, 30)
+    y = (x[:, 0] * 10 + x[:, 29] / 10 + rng.normal(size=260) > 0).astype(int)
+    cs = (0.001, 0.1, 10.0)
+    acc, c = image.probe_with_cv(x[:120], y[:120], x[120:], y[120:], cs=cs)
+    pipe = lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))  # noqa: E731
+    best = max(cs, key=lambda c: cross_val_score(pipe(c), x[:120], y[:120], cv=5).mean())
+    assert c == best
+    assert acc == pytest.approx(pipe(c).fit(x[:120], y[:120]).score(x[120:], y[120:]))
+    # the evaluation set plays no part in the choice: flipping its labels leaves C unchanged
+    assert image.probe_with_cv(x[:120], y[:120], x[120:], 1 - y[120:], cs=cs)[1] == c

@@ -52,7 +52,10 @@ def _softmax_variants(q, k, v, mask) -> list[tuple[torch.Tensor, torch.Tensor, s
         w_inv = scaled.masked_fill(mask, neg).softmax(-1)
         w_late = scaled.softmax(-1) * mask
         w_zero = scaled.masked_fill(~mask, 0.0).softmax(-1)
+        w_none = scaled.softmax(-1)
         out += [
+            (w_none, w_none @ v, "the mask was ignored: hide the forbidden keys before the softmax with "
+                                 "scores.masked_fill(~mask, float(\"-inf\")) (~mask is True where a key is forbidden)"),
             (w_inv, w_inv @ v, "the mask is inverted: True means *may attend*, so fill the scores where the mask "
                                "is False (masked_fill(~mask, -inf))"),
             (w_late, w_late @ v, "the mask was applied after the softmax, so the rows no longer sum to 1: set "
@@ -70,6 +73,10 @@ def _unpack(name: str, found: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     return tuple(torch.as_tensor(x) for x in found)  # type: ignore[return-value]
 
 
+_TRANSPOSE_HINT = ("q @ kᵀ must multiply (…, Lq, d_k) by (…, d_k, Lk): transpose only the last two axes of k, "
+                   "k.transpose(-2, -1) — k.T reverses all four axes of a (batch, heads, L, d) tensor")
+
+
 def check_attention(fn: Callable) -> None:
     """Check ``attention(q, k, v, mask=None) -> (output, weights)`` against mmcourse.attention."""
     name = "attention"
@@ -77,7 +84,8 @@ def check_attention(fn: Callable) -> None:
     for label, m in (("no mask", None), ("boolean mask", mask)):
         tag = f"{name} ({label})"
         found = checks.attempt(tag, fn, q, k, v, mask=m,
-                               fallback="mmcourse.attention.scaled_dot_product_attention")
+                               fallback="mmcourse.attention.scaled_dot_product_attention",
+                               shape_hint=_TRANSPOSE_HINT)
         if checks.is_pending(found):
             return
         pair = _unpack(tag, found)
@@ -100,7 +108,9 @@ def check_attention(fn: Callable) -> None:
             return
         mistakes = _softmax_variants(q, k, v, m)
         if not checks.close(tag + " weights", w, want_w, mistakes=[(mw, why) for mw, _, why in mistakes],
-                            hint="weights = softmax(q @ kᵀ / √d_k) over the last axis, with k.transpose(-2, -1)"):
+                            hint="weights = softmax(q @ kᵀ / √d_k) over the last axis, with kᵀ = k.transpose(-2, -1) "
+                                 "(only the last two axes) and forbidden keys filled with -inf "
+                                 "(scores.masked_fill(~mask, float(\"-inf\"))) before the softmax"):
             return
         if not checks.close(tag + " output", out, want_out,
                             hint="output = weights @ v: a weighted average of the value vectors"):
@@ -225,3 +235,35 @@ def check_top_k(fn: Callable) -> None:
     ]
     checks.close(name, got, want, mistakes=mistakes,
                  hint="indices of the k largest cosine similarities, most similar first")
+
+
+# ---------------------------------------------------------------- quiz items (issue 11, A.3)
+
+def check_quiz_1_1(fn: Callable) -> bool:
+    """Quiz 1.1: attention weights of one MiniLM layer for a 20-token sentence (a number)."""
+    return checks.quiz(
+        "quiz 1.1 (attention weights per layer)", fn, 12 * 20 * 20,
+        "each of the 12 heads computes an L × L matrix of weights: 12 · 20² = 4,800. The count grows with "
+        "the square of the length — twice the tokens, four times the weights (notebook 02 §3 turns this "
+        "into compute cost).", rel_tol=1e-3)
+
+
+def check_quiz_1_2(fn: Callable) -> bool:
+    """Quiz 1.2: a tokenizer's attention_mask passed as nn.MultiheadAttention's key_padding_mask (choice)."""
+    return checks.quiz(
+        "quiz 1.2 (mask conventions)", fn, "b",
+        "key_padding_mask uses True = IGNORE, the attention_mask 1 = real token: passed unchanged, it hides "
+        "the real tokens and leaves only [PAD] keys; a sentence without padding has every key hidden, so "
+        "its softmax is over nothing and gives NaN. No error is raised — pass `attention_mask == 0`.",
+        choices={"a": "it works: both say which tokens are real",
+                 "b": "queries attend only to [PAD] keys, and a sentence without padding gets NaN outputs",
+                 "c": "PyTorch raises an error because the conventions differ"})
+
+
+def check_quiz_1_3(fn: Callable) -> bool:
+    """Quiz 1.3: the weight of the real tokens in an unmasked mean over padding (a number)."""
+    return checks.quiz(
+        "quiz 1.3 (pooling over padding)", fn, 0.25,
+        "the plain mean over 20 positions is (5/20)·mean(real) + (15/20)·mean(padding): the real tokens get "
+        "weight 5/20 = 0.25 and the [PAD] positions 0.75 — why the cosine to the unpadded embedding drops "
+        "so far in §5.")

@@ -11,7 +11,7 @@ from mmcourse import checks, image
 reference_to_model_input = image.to_model_input
 reference_patchify = image.patchify
 reference_vit_tokens = image.vit_tokens
-reference_probe_accuracy = image.probe_accuracy
+reference_probe_accuracy = image.probe_with_cv
 
 _MEAN = np.array(image.IMAGENET_MEAN, dtype=np.float32)
 _STD = np.array(image.IMAGENET_STD, dtype=np.float32)
@@ -187,42 +187,137 @@ def _probe_data():
         y = (z @ w + 0.8 * rng.normal(size=n) > 0).astype(int)
         return z * scales, y
 
-    x_tr, y_tr = draw(40)  # fewer examples than dimensions: the training set is fitted perfectly
+    x_tr, y_tr = draw(80)  # about as many examples as dimensions: regularisation (C) matters
     x_ev, y_ev = draw(300)
-    return x_tr, y_tr, x_ev, y_ev
+    # 100 extreme evaluation rows: a probe fitted on the training data alone scores the original rows
+    # exactly as before, but a scaler that also saw the evaluation set is dominated by them
+    x_out = rng.normal(size=(100, d)) * scales * 1000
+    y_out = rng.integers(0, 2, size=100)
+    return x_tr, y_tr, x_ev, y_ev, x_out, y_out
 
 
-def check_probe_accuracy(fn: Callable) -> None:
-    """Check ``probe_accuracy(x_train, y_train, x_eval, y_eval)``: standardise + logistic regression, eval accuracy."""
-    name = "probe_accuracy"
-    x_tr, y_tr, x_ev, y_ev = _probe_data()
-    found = checks.attempt(name, fn, x_tr.copy(), y_tr.copy(), x_ev.copy(), y_ev.copy(),
-                           fallback="mmcourse.image.probe_accuracy")
-    if checks.is_pending(found):
-        return
-    try:
-        value = float(found)
-    except (TypeError, ValueError):
-        checks.failed(name, "one number (the accuracy, a float in [0, 1])", f"{type(found).__name__}",
-                      "return `clf.score(x_eval, y_eval)`, not the predictions")
-        return
+def _probe_at(x_tr, y_tr, x_ev, y_ev, c, scale=True, score_train=False) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    ref = image.probe_accuracy(x_tr, y_tr, x_ev, y_ev)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_tr, y_tr)
-    train_acc = clf.score(x_tr, y_tr)
-    raw = LogisticRegression(max_iter=2000).fit(x_tr, y_tr).score(x_ev, y_ev)
-    mistakes = [
-        (100 * ref, "return a fraction in [0, 1], not a percentage"),
-        (1 - ref, "that is the error rate; return the accuracy (fraction of correct predictions)"),
-    ]
+    clf = LogisticRegression(C=c, max_iter=2000)
+    clf = make_pipeline(StandardScaler(), clf) if scale else clf
+    clf.fit(x_tr, y_tr)
+    return float(clf.score(x_tr, y_tr) if score_train else clf.score(x_ev, y_ev))
+
+
+def _pair(name: str, found) -> tuple[float, float] | None:
+    """(accuracy, C) from the learner's answer, or None after a ✗ verdict."""
+    if isinstance(found, (tuple, list)) and len(found) == 2:
+        try:
+            return float(found[0]), float(found[1])
+        except (TypeError, ValueError):
+            pass
+    if isinstance(found, (float, int, np.floating)):
+        checks.failed(name, "a pair (accuracy, chosen C)", f"one number {float(found):.4g}",
+                      "return the chosen C as well: `return accuracy, best_c`")
+    else:
+        checks.failed(name, "a pair (accuracy, chosen C) of numbers", type(found).__name__,
+                      "return `accuracy, best_c`: the evaluation accuracy (a float in [0, 1]) and the C you chose")
+    return None
+
+
+def check_probe_accuracy(fn: Callable) -> None:
+    """Check ``probe_accuracy(x_train, y_train, x_eval, y_eval, cs) -> (accuracy, C)``.
+
+    C must be chosen on the training data only, and no step may see the evaluation set: the check
+    calls the function again with the evaluation labels flipped (the chosen C must not change) and
+    with extreme rows appended to the evaluation set (the accuracy must be what a probe fitted on
+    the training data alone gets — a scaler fitted on train + eval fails this).
+    """
+    name = "probe_accuracy"
+    x_tr, y_tr, x_ev, y_ev, x_out, y_out = _probe_data()
+    cs = image.PROBE_CS
+    found = checks.attempt(name, fn, x_tr.copy(), y_tr.copy(), x_ev.copy(), y_ev.copy(), cs=cs,
+                           fallback="mmcourse.image.probe_with_cv")
+    if checks.is_pending(found):
+        return
+    pair = _pair(name, found)
+    if pair is None:
+        return
+    value, c = pair
+    if not any(np.isclose(c, cand) for cand in cs):
+        checks.failed(name + " (chosen C)", f"one of {list(cs)}", f"{c:g}",
+                      "the second value is the C you chose among `cs`; return it as given")
+        return
+    ref = _probe_at(x_tr, y_tr, x_ev, y_ev, c)
+    mistakes = [(100 * ref, "return a fraction in [0, 1], not a percentage"),
+                (1 - ref, "that is the error rate; return the accuracy (fraction of correct predictions)")]
+    train_acc = _probe_at(x_tr, y_tr, x_ev, y_ev, c, score_train=True)
     if abs(train_acc - ref) > 0.02:
-        mistakes.insert(0, (train_acc, "that is the accuracy on the TRAINING set (a probe with more features than "
-                                       "examples fits it perfectly); score on x_eval, y_eval"))
+        mistakes.insert(0, (train_acc, "that is the accuracy on the TRAINING set; after choosing C, fit on all "
+                                       "training data and score on x_eval, y_eval"))
+    raw = _probe_at(x_tr, y_tr, x_ev, y_ev, c, scale=False)
     if abs(raw - ref) > 0.02:
-        mistakes.append((raw, "standardise the features first (StandardScaler fitted on x_train only)"))
-    checks.close(name, value, ref, atol=0.02, rtol=0, mistakes=mistakes,
-                 hint="make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_train, y_train)"
-                      ".score(x_eval, y_eval)")
+        mistakes.append((raw, "standardise the features first (a StandardScaler in a pipeline with the "
+                              "logistic regression)"))
+    if not checks.close(name + " (accuracy at your C)", value, ref, atol=0.02, rtol=0, mistakes=mistakes,
+                        hint=f"with C = {c:g}: standardise + LogisticRegression(C, max_iter=2000) fitted on the "
+                             "training set, accuracy on the evaluation set"):
+        return
+    flipped = checks.attempt(name, fn, x_tr.copy(), y_tr.copy(), x_ev.copy(), 1 - y_ev, cs=cs)
+    if checks.is_pending(flipped) or (pair_f := _pair(name, flipped)) is None:
+        return
+    if not np.isclose(pair_f[1], c):
+        checks.failed(name + " (C chosen without the evaluation set)", f"C = {c:g} again (the training data did "
+                      "not change)", f"C = {pair_f[1]:g} when only the evaluation labels changed",
+                      "C was chosen by its evaluation score, which leaks the evaluation set into the model: "
+                      "choose it by cross-validation on the training data only (e.g. cross_val_score or "
+                      "GridSearchCV over `cs`); if you shuffle the folds, fix random_state")
+        return
+    x_aug, y_aug = np.vstack([x_ev, x_out]), np.concatenate([y_ev, y_out])
+    more = checks.attempt(name, fn, x_tr.copy(), y_tr.copy(), x_aug, y_aug, cs=cs)
+    if checks.is_pending(more) or (pair_m := _pair(name, more)) is None:
+        return
+    want = _probe_at(x_tr, y_tr, x_aug, y_aug, c)
+    if not np.isclose(pair_m[1], c) or abs(pair_m[0] - want) > 0.02:
+        checks.failed(name + " (nothing fitted on the evaluation set)",
+                      f"accuracy {want:.3f} with C = {c:g} (the training data did not change)",
+                      f"accuracy {pair_m[0]:.3f} with C = {pair_m[1]:g} after extreme rows were appended to the "
+                      "evaluation set",
+                      "a step saw the evaluation features: fit the StandardScaler on the training data only "
+                      "(put it in the pipeline, so each cross-validation fold fits its own scaler too), then "
+                      "only transform/score the evaluation set")
+        return
+    checks.passed(name + " (C chosen on train only; eval set unseen)",
+                  f"C = {c:g}, accuracy {value:.3f}")
+
+
+# ---------------------------------------------------------------- quiz items (issue 11, A.3)
+
+def check_quiz_2_1(fn: Callable) -> bool:
+    """Quiz 2.1: tokens of a ViT-B/16 for a 320×240 image, class token included (a number)."""
+    return checks.quiz(
+        "quiz 2.1 (tokens of a non-square image)", fn, 301,
+        "N = (H/P)·(W/P) = (240/16)·(320/16) = 15·20 = 300 patch tokens, plus one class token = 301. "
+        "(A ViT trained at 224 px has 197 position embeddings, so it must interpolate them for this size.)",
+        rel_tol=1e-3)
+
+
+def check_quiz_2_2(fn: Callable) -> bool:
+    """Quiz 2.2: a scaler fitted on train + validation (multiple choice)."""
+    return checks.quiz(
+        "quiz 2.2 (a scaler fitted on train + validation)", fn, "b",
+        "no label is needed for a leak: the validation features' mean and spread shaped the inputs the "
+        "probe was trained on, so the validation score no longer measures data the model never saw. With "
+        "a few outlying validation images the effect is large (the check of Exercise 2.4 shows it). Fit "
+        "every step — scaler, PCA, the choice of C — on training data only.",
+        choices={"a": "harmless: the scaler never sees a label",
+                 "b": "a leak: validation statistics shaped the training inputs, so the validation score is "
+                      "no longer an honest estimate",
+                 "c": "a problem only for tree-based models, which are sensitive to scale"})
+
+
+def check_quiz_2_3(fn: Callable) -> bool:
+    """Quiz 2.3: by what factor raw 0..255 pixels spread wider than normalised ones in the red channel."""
+    return checks.quiz(
+        "quiz 2.3 (raw pixels: how much too large?)", fn, 255 * image.IMAGENET_STD[0],
+        "x̃ = (x/255 − μ)/σ, so x = 255·(σ·x̃ + μ): the spread grows by 255·σ_R = 255·0.229 ≈ 58 (57–58 for "
+        "the three channels) and every value is shifted by 255·μ ≈ 104–124 — not '×255'. §8 measures what "
+        "that does to the first layer.", rel_tol=0.03)
