@@ -199,7 +199,7 @@ class DualEncoder(nn.Module):
     """
 
     def __init__(self, image_dim: int = 1280, text_dim: int = 384, embed_dim: int = 256,
-                 hidden: int | None = 1024, dropout: float = 0.1, init_temperature: float = 0.07,
+                 hidden: int | None = None, dropout: float = 0.4, init_temperature: float = 0.07,
                  learn_temperature: bool = True, max_scale: float = 100.0):
         super().__init__()
         self.image_head = self._head(image_dim, embed_dim, hidden, dropout)

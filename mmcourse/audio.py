@@ -146,6 +146,18 @@ def log_mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_fft: int = 256, 
     return log_mel_from_power(power, fb, eps)
 
 
+def pcm16_to_log_mel(pcm: np.ndarray, sample_rate: int, n_fft: int = 256, hop: int = 80, n_mels: int = 64,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """The whole front end of notebook 03 (exercise 3.3): int16 PCM ``(T,)`` → log-mel ``(n_mels, frames)``.
+
+    :func:`pcm16_to_float` → :func:`stft_power` → :func:`mel_filterbank` (0 Hz to Nyquist) →
+    :func:`log_mel_from_power`; the FSDD loader's cached log-mels (``features="logmel"``) are this
+    transform with its defaults (64 mels, ``n_fft`` 256, hop 80, un-centred frames).
+    """
+    wave = torch.from_numpy(pcm16_to_float(pcm))
+    return log_mel_spectrogram(wave, sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels, eps=eps)
+
+
 class LogMelCNN(torch.nn.Module):
     """A small CNN over log-mel "images" ``(B, 1, n_mels, frames)`` → class logits (notebook 03, §4).
 

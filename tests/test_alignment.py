@@ -257,3 +257,9 @@ def test_paired_features_without_models_use_the_pinned_weights_key(tmp_path, mon
     monkeypatch.setattr(pretrained, "role_key", lambda role: None)  # an override: no pinned key
     with pytest.raises(ValueError, match="pass image_model"):
         alignment.paired_features("test", 5, 32, 1)
+
+
+def test_dual_encoder_defaults_are_the_notebooks_linear_heads():
+    model = alignment.DualEncoder()  # notebook 04's choice: one linear map per head (CLIP), dropout 0.4
+    assert [type(m).__name__ for m in model.image_head] == ["Dropout", "Linear"]
+    assert model.image_head[0].p == 0.4 and model.text_head[1].in_features == 384

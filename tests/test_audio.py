@@ -85,3 +85,15 @@ def test_logmel_cnn_shapes_any_length():
                                            (16000 * 40, 16000, 1500), (100, 16000, 1)])
 def test_whisper_frames(n, sr, frames):
     assert audio.whisper_frames(n, sr) == frames
+
+
+def test_pcm16_to_log_mel_is_the_loaders_transform_of_the_same_integers():
+    from mmcourse.data.transforms import log_mel
+
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(4000) * 3000).astype(np.int16)
+    pcm[:500] = 0  # digital silence stays finite
+    ours = audio.pcm16_to_log_mel(pcm, 8000)
+    assert ours.shape == (64, audio.num_frames(4000, 256, 80)) and torch.isfinite(ours).all()
+    loader = log_mel(torch.from_numpy(audio.pcm16_to_float(pcm)), 8000)
+    assert torch.allclose(ours, loader, atol=1e-5)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
 from mmcourse import audio, checks
 from mmcourse.checks import nb03
@@ -17,11 +18,9 @@ def _stub(*args, **kwargs):
 
 
 CHECKS = [
-    (nb03.check_pcm16_to_float, audio.pcm16_to_float),
     (nb03.check_stft_power, audio.stft_power),
-    (nb03.check_hz_to_mel, audio.hz_to_mel),
     (nb03.check_mel_filterbank, audio.mel_filterbank),
-    (nb03.check_log_mel, audio.log_mel_from_power),
+    (nb03.check_pcm16_to_log_mel, audio.pcm16_to_log_mel),
 ]
 
 
@@ -45,20 +44,7 @@ def test_stub_raises_in_strict_mode(monkeypatch, check, _ref):
         check(_stub)
 
 
-# ---------------------------------------------------------------- 3.1 pcm16_to_float
-
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda x: x.astype(np.float32), "missing scaling"),
-    (lambda x: x / 32768.0, "wrong dtype"),  # float64
-    (lambda x: (x / 32767.0).astype(np.float32), "not 32767"),
-    (lambda x: (x / 65536.0).astype(np.float32), "signed"),
-])
-def test_pcm16_mistakes(lenient, capsys, wrong, hint):
-    out = _run(nb03.check_pcm16_to_float, wrong, capsys)
-    assert "✗" in out and hint in out
-
-
-# ---------------------------------------------------------------- 3.2 stft_power
+# ---------------------------------------------------------------- 3.1 stft_power
 
 def _frames(x, n_fft, hop):
     return x.unfold(0, n_fft, hop)
@@ -78,27 +64,7 @@ def test_stft_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out
 
 
-# ---------------------------------------------------------------- 3.3 hz_to_mel
-
-def test_hz_to_mel_accepts_the_natural_log_form_of_the_same_scale(monkeypatch, capsys):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    out = _run(nb03.check_hz_to_mel, lambda f: 1127.0 * np.log(1 + f / 700), capsys)
-    assert "✓" in out and "✗" not in out
-
-
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda f: 2595 * np.log(1 + f / 700), "log10"),
-    (lambda f: 2595 * np.log10(f / 700), "log of zero"),
-    (lambda f: 2595 * np.log10(1 + f), "divide f by 700"),
-    (lambda f: audio.mel_to_hz(f), "inverse"),
-])
-def test_hz_to_mel_mistakes(lenient, capsys, wrong, hint):
-    with np.errstate(divide="ignore"):
-        out = _run(nb03.check_hz_to_mel, wrong, capsys)
-    assert "✗" in out and hint in out
-
-
-# ---------------------------------------------------------------- 3.4 mel_filterbank
+# ---------------------------------------------------------------- 3.2 mel_filterbank
 
 def _fbank_hz_spaced(n_freqs, f_min, f_max, n_mels, sr):
     return nb03._fbank_from_points(torch.linspace(f_min, f_max, n_mels + 2, dtype=torch.float64), n_freqs, sr).float()
@@ -131,16 +97,74 @@ def test_mel_filterbank_mistakes(lenient, capsys, wrong, hint):
     assert "✗" in out and hint in out
 
 
-# ---------------------------------------------------------------- 3.5 log_mel
+# ---------------------------------------------------------------- 3.3 the whole pipeline pcm16 → log-mel
+
+def _pipe(scale=32768.0, window=True, power=2.0, log="ln", add=None, center=False, transpose=False):
+    def fn(pcm, sr, n_fft, hop, n_mels, eps):
+        x = torch.from_numpy(pcm.astype(np.float32) / np.float32(scale))
+        if center:
+            spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** power
+        else:
+            frames = x.unfold(0, n_fft, hop)
+            if window:
+                frames = frames * torch.hann_window(n_fft, periodic=window != "symmetric")
+            spec = torch.fft.rfft(frames, dim=-1).abs().T ** power
+        mel = audio.mel_filterbank(n_fft // 2 + 1, 0.0, sr / 2, n_mels, sr).T @ spec + (eps if add is None else add)
+        out = {"ln": torch.log, "log10": torch.log10, "db": lambda m: 10 * torch.log10(m), "none": lambda m: m}[log](mel)
+        return out.T if transpose else out
+    return fn
+
+
+def test_pipeline_accepts_a_torchaudio_and_a_float64_composition(monkeypatch, capsys):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+
+    def with_torchaudio(pcm, sr, n_fft, hop, n_mels, eps):
+        mel = torchaudio.transforms.MelSpectrogram(sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, center=False)
+        return torch.log(mel(torch.from_numpy(pcm / 32768.0).float()) + eps)
+
+    def in_float64(pcm, sr, n_fft, hop, n_mels, eps):
+        p = audio.stft_power(torch.from_numpy(pcm / 32768.0), n_fft, hop)
+        return torch.log(audio.mel_filterbank(n_fft // 2 + 1, 0, sr / 2, n_mels, sr).double().T @ p + eps)
+
+    for fn in (with_torchaudio, in_float64, _pipe()):
+        out = _run(nb03.check_pcm16_to_log_mel, fn, capsys)
+        assert "✓" in out and "✗" not in out, out
+
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda p, fb, eps: torch.log(fb.T @ p), "log of zero"),
-    (lambda p, fb, eps: torch.log(p.T @ fb + eps), "wrong axis"),
-    (lambda p, fb, eps: torch.log(fb @ p + eps), "wrong axis"),
-    (lambda p, fb, eps: torch.log10(fb.T @ p + eps), "natural log"),
-    (lambda p, fb, eps: torch.log(fb.T @ p.sqrt() + eps), "square root"),
-    (lambda p, fb, eps: fb.T @ p, "forgot the log"),
+    (_pipe(scale=1.0), "missing PCM scaling"),
+    (_pipe(scale=65536.0), "not 2**16"),
+    (_pipe(window=False), "Hann window"),
+    (_pipe(window="symmetric"), "periodic Hann"),
+    (_pipe(power=1.0), "not the magnitude"),
+    (_pipe(log="log10"), "natural log"),
+    (_pipe(log="db"), "decibels"),
+    (_pipe(log="none"), "forgot the log"),
+    (_pipe(add=1.0), "not 1"),
+    (_pipe(add=0.0), "log of zero"),
+    (_pipe(center=True), "centred frames"),
+    (_pipe(transpose=True), "wrong axis"),
 ])
-def test_log_mel_mistakes(lenient, capsys, wrong, hint):
-    out = _run(nb03.check_log_mel, wrong, capsys)
-    assert "✗" in out and hint in out
+def test_pipeline_mistakes(lenient, capsys, wrong, hint):
+    with np.errstate(divide="ignore"):
+        out = _run(nb03.check_pcm16_to_log_mel, wrong, capsys)
+    assert "✗" in out and hint in out, out
+
+
+# ---------------------------------------------------------------- quizzes
+
+QUIZZES = [(nb03.check_quiz_3_1, 97, 101, "101"), (nb03.check_quiz_3_2, "a", "b", "product"),
+           (nb03.check_quiz_3_3, 250, 1500, "stride 2")]
+
+
+@pytest.mark.parametrize("check, right, wrong, explained", QUIZZES)
+def test_quiz_right_passes_wrong_is_explained_unattempted_is_pending(monkeypatch, lenient, capsys,
+                                                                    check, right, wrong, explained):
+    assert check(lambda: wrong) is False
+    out = capsys.readouterr().out
+    assert "✗" in out and explained in out
+    assert check(_stub) is False
+    assert "pending" in capsys.readouterr().out
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    assert check(lambda: right) is True
+    assert "✓" in capsys.readouterr().out

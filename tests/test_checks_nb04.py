@@ -158,3 +158,21 @@ def test_mistake_values_really_differ_from_the_answers():
         want = [alignment.recall_at_k(sim, match, k) for k in nb04.RECALL_KS]
         for kind in ("k-1", "k+1", "ascending", "diagonal", "count"):
             assert [nb04._recall_variant(sim, match, k, kind) for k in nb04.RECALL_KS] != want, kind
+
+
+# ---- quizzes: the right answer passes strict, a wrong one is explained, unattempted is pending --------
+
+@pytest.mark.parametrize("check, right, wrong, explained", [
+    (nb04.check_quiz_4_1, 4.852, 5.545, "log 128"),
+    (nb04.check_quiz_4_2, "b", "a", "rank 3"),
+    (nb04.check_quiz_4_3, "b", "a", "maximum over 5 positives"),
+])
+def test_quizzes(monkeypatch, lenient, capsys, check, right, wrong, explained):
+    assert check(lambda: wrong) is False
+    out = capsys.readouterr().out
+    assert "✗" in out and explained in out
+    assert check(_stub) is False
+    assert "pending" in capsys.readouterr().out
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    assert check(lambda: right) is True
+    assert "✓" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Checks for notebook 03_audio_encoders (waveform → STFT → mel filterbank → log-mel)."""
+"""Checks for notebook 03_audio_encoders (STFT, mel filterbank, the whole waveform → log-mel pipeline, quizzes)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,34 +9,6 @@ import torch
 from mmcourse import audio, checks
 
 
-def _pcm_example() -> np.ndarray:
-    return np.array([-32768, -16384, -1, 0, 1, 1000, 16384, 32767], dtype=np.int16)
-
-
-def check_pcm16_to_float(fn: Callable) -> None:
-    """Exercise 3.1: int16 PCM → float32 in [-1, 1)."""
-    name = "pcm16_to_float"
-    x = _pcm_example()
-    found = checks.attempt(name, fn, x.copy(), fallback="mmcourse.audio.pcm16_to_float")
-    if checks.is_pending(found):
-        return
-    want = audio.pcm16_to_float(x)
-    x64 = x.astype(np.float64)
-    mistakes = [
-        (x64, "missing scaling: the integers go from -32768 to 32767; divide by 2**15 = 32768 to land in [-1, 1)"),
-        (x64 / 32767.0,
-         "divide by 32768 (= 2**15), not 32767: -32768 must map to exactly -1.0"),
-        (x64 / 65536.0, "divide by 2**15 = 32768, not 2**16: int16 is signed, so the range is ±2**15"),
-    ]
-    if not checks.close(name, np.asarray(found, dtype=np.float64), want, atol=1e-9, rtol=1e-7, mistakes=mistakes):
-        return
-    dtype = getattr(found, "dtype", np.asarray(found).dtype)
-    if str(dtype) not in ("float32", "torch.float32"):
-        checks.failed(name + " (dtype)", "float32", str(dtype),
-                      "wrong dtype: models and torchaudio expect float32; NumPy division gives float64 "
-                      "unless you convert first (x.astype(np.float32) / 32768)")
-
-
 def _stft_example() -> tuple[torch.Tensor, int, int]:
     t = torch.arange(1000, dtype=torch.float64) / 8000
     x = torch.sin(2 * torch.pi * 440 * t) + 0.3 * torch.sin(2 * torch.pi * 1500 * t) + 0.05 * torch.cos(t * 97)
@@ -44,7 +16,7 @@ def _stft_example() -> tuple[torch.Tensor, int, int]:
 
 
 def check_stft_power(fn: Callable) -> None:
-    """Exercise 3.2: power spectrogram (n_fft // 2 + 1, frames), Hann window, no centring."""
+    """Exercise 3.1: power spectrogram (n_fft // 2 + 1, frames), Hann window, no centring."""
     name = "stft_power"
     x, n_fft, hop = _stft_example()
     found = checks.attempt(name, fn, x.clone(), n_fft, hop, fallback="mmcourse.audio.stft_power")
@@ -83,33 +55,6 @@ def check_stft_power(fn: Callable) -> None:
     checks.close(name, got, want, atol=1e-6, rtol=1e-6, mistakes=mistakes)
 
 
-def check_hz_to_mel(fn: Callable) -> None:
-    """Exercise 3.3: HTK mel scale m = 2595 log10(1 + f / 700)."""
-    name = "hz_to_mel"
-    f = np.array([0.0, 250.0, 700.0, 1000.0, 4000.0, 8000.0])
-    found = checks.attempt(name, fn, f.copy(), fallback="mmcourse.audio.hz_to_mel")
-    if checks.is_pending(found):
-        return
-    want = audio.hz_to_mel(f)
-    with np.errstate(divide="ignore"):
-        mistakes = [
-            (2595 * np.log(1 + f / 700), "use log10, not the natural log (or 1127 · ln(1 + f/700), the same scale)"),
-            (2595 * np.log10(f / 700), "it is log10(1 + f/700): without the 1 +, 0 Hz maps to -inf"),
-            (2595 * np.log10(1 + f), "divide f by 700 Hz inside the log: 2595 log10(1 + f / 700)"),
-            (audio.mel_to_hz(f), "that is the inverse (mel → Hz); this function maps Hz → mel"),
-            (f, "you returned the frequencies unchanged: this function converts Hz to mel"),
-        ]
-    found_arr = np.asarray(found, dtype=np.float64)
-    if found_arr.shape == want.shape and not np.all(np.isfinite(found_arr)):
-        checks.failed(name, checks._short(want), checks._short(found_arr),
-                      "log of zero: 0 Hz gave -inf. The formula is log10(1 + f / 700), which is 0 at 0 Hz")
-        return
-    # rtol 1e-4: 1127·ln(1 + f/700) is the same scale (2595/ln 10 = 1127.01) and must pass
-    if checks.close(name, found_arr, want, atol=1e-4, rtol=1e-4, mistakes=mistakes):
-        print(f"  1000 Hz → {float(want[3]):.1f} mel; 8000 Hz → {float(want[5]):.0f} mel "
-              "(the scale is about linear below 1 kHz and logarithmic above)")
-
-
 def _fbank_args() -> tuple[int, float, float, int, int]:
     return 129, 0.0, 4000.0, 16, 8000
 
@@ -123,7 +68,7 @@ def _fbank_from_points(f_pts: torch.Tensor, n_freqs: int, sr: int) -> torch.Tens
 
 
 def check_mel_filterbank(fn: Callable) -> None:
-    """Exercise 3.4: triangular mel filters (n_freqs, n_mels), as torchaudio.functional.melscale_fbanks."""
+    """Exercise 3.2: triangular mel filters (n_freqs, n_mels), as torchaudio.functional.melscale_fbanks."""
     name = "mel_filterbank"
     n_freqs, f_min, f_max, n_mels, sr = _fbank_args()
     found = checks.attempt(name, fn, n_freqs, f_min, f_max, n_mels, sr, fallback="mmcourse.audio.mel_filterbank")
@@ -165,42 +110,122 @@ def check_mel_filterbank(fn: Callable) -> None:
               f"widths grow from {int((want[:, 0] > 0).sum())} to {int((want[:, -1] > 0).sum())} FFT bins")
 
 
-def _logmel_example() -> tuple[torch.Tensor, torch.Tensor]:
-    x, n_fft, hop = _stft_example()
-    power = audio.stft_power(x.float(), n_fft, hop)  # (129, 10)
-    power[:, 0] = 0.0  # a silent frame
-    fbank = audio.mel_filterbank(n_fft // 2 + 1, 0.0, 4000.0, 16, 8000)  # (129, 16)
-    return power, fbank
+def _pipeline_example() -> tuple[np.ndarray, int, int, int, int, float]:
+    """A 0.25-s int16 clip at 8 kHz (two tones and a little noise) that starts with digital silence."""
+    sr, n_fft, hop, n_mels, eps = 8000, 256, 80, 16, 1e-6
+    t = np.arange(2000) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t) + 0.02 * np.cos(t * 97 * 50)
+    pcm = np.round(x * 32767).astype(np.int16)
+    pcm[:400] = 0  # frames 0 and 1 are all zeros: log(0) = -inf unless eps is added
+    return pcm, sr, n_fft, hop, n_mels, eps
 
 
-def check_log_mel(fn: Callable) -> None:
-    """Exercise 3.5: log(fbankᵀ · power + eps), shape (n_mels, frames), finite on silence."""
-    name = "log_mel"
-    power, fbank = _logmel_example()
-    found = checks.attempt(name, fn, power.clone(), fbank.clone(), 1e-6, fallback="mmcourse.audio.log_mel_from_power",
-                           shape_hint="wrong axis in the matrix product: power is (n_freqs, frames) and fbank "
-                                      "is (n_freqs, n_mels); sum over n_freqs with fbank.T @ power")
+def _pipeline_variant(pcm: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int, eps: float, *,
+                      scale: float = 32768.0, window: bool | str = True, power: float = 2.0,
+                      log: str = "ln", add: float | None = None) -> torch.Tensor:
+    """The pipeline with one piece changed (a typical mistake), for the check's recognised mistakes."""
+    x = torch.from_numpy(pcm.astype(np.float64) / scale)
+    frames = x.unfold(0, n_fft, hop)
+    if window:
+        frames = frames * torch.hann_window(n_fft, periodic=window != "symmetric", dtype=x.dtype)
+    spec = torch.fft.rfft(frames, dim=-1).abs().T ** power
+    mel = audio.mel_filterbank(n_fft // 2 + 1, 0.0, sr / 2, n_mels, sr).double().T @ spec
+    mel = mel + (eps if add is None else add)
+    return {"ln": torch.log, "log10": torch.log10, "db": lambda m: 10 * torch.log10(m), "none": lambda m: m}[log](mel)
+
+
+def check_pcm16_to_log_mel(fn: Callable) -> None:
+    """Exercise 3.3: the whole front end, int16 PCM → float → |STFT|² → mel filterbank → ln(· + eps)."""
+    name = "pcm16_to_log_mel"
+    pcm, sr, n_fft, hop, n_mels, eps = _pipeline_example()
+    found = checks.attempt(name, fn, pcm.copy(), sr, n_fft, hop, n_mels, eps, fallback="mmcourse.audio.pcm16_to_log_mel")
     if checks.is_pending(found):
         return
     if found is None:
         checks.failed(name, "a tensor", "None", "did you forget to `return` the result?")
         return
-    want = audio.log_mel_from_power(power, fbank, 1e-6)  # (16, 10)
-    got = torch.as_tensor(np.asarray(found.detach() if hasattr(found, "detach") else found))
-    if tuple(got.shape) == tuple(want.shape[::-1]):
-        checks.failed(name, f"shape {tuple(want.shape)} = (n_mels, frames)", f"shape {tuple(got.shape)}",
-                      "wrong axis: put the mel bands first and time second (fbank.T @ power, not power.T @ fbank)")
+    want = audio.pcm16_to_log_mel(pcm, sr, n_fft, hop, n_mels, eps)  # (16, 22)
+    got = torch.as_tensor(np.asarray(found.detach() if hasattr(found, "detach") else found)).double()
+    n_mels_, n_frames = want.shape
+    shape = tuple(got.shape)
+    if shape == (n_frames, n_mels_):
+        checks.failed(name, f"shape {(n_mels_, n_frames)} = (mel bands, frames)", f"shape {shape}",
+                      "wrong axis: mel bands first, time second — fbank.T @ power with power (n_freqs, frames)")
         return
-    if tuple(got.shape) == tuple(want.shape) and not torch.isfinite(got).all():
-        checks.failed(name, "finite values everywhere", "-inf in the silent first frame",
-                      "log of zero: a silent frame has mel power 0 and log(0) = -inf; add eps before the log")
+    if len(shape) == 2 and shape[0] == n_mels_ and shape[1] == 1 + len(pcm) // hop:
+        checks.failed(name, f"{n_frames} frames", f"{shape[1]} frames",
+                      "centred frames: torch.stft pads by n_fft // 2 on both sides unless center=False; "
+                      f"this front end uses un-centred frames, 1 + (T - n_fft) // hop = {n_frames}")
         return
-    mel = fbank.T @ power
+    if len(shape) == 2 and shape[0] == n_mels_ and shape[1] != n_frames:
+        checks.failed(name, f"{n_frames} frames", f"{shape[1]} frames",
+                      f"frame count: 1 + (T - n_fft) // hop = 1 + ({len(pcm)} - {n_fft}) // {hop} = {n_frames}")
+        return
+    if shape == tuple(want.shape) and not torch.isfinite(got).all():
+        checks.failed(name, "finite values everywhere", "-inf in the silent first frames",
+                      "log of zero: the clip starts with digital silence, whose mel power is 0; add eps before the log")
+        return
+    if shape == tuple(want.shape):  # a scaling mistake shifts every loud log-mel value by the same amount
+        loud = want > float(want.min()) + 10
+        shift = float((got - want.double())[loud].median())
+        for offset, why in ((2 * np.log(32768.0), "missing PCM scaling: int16 samples go up to 32767; divide by "
+                             f"2**15 = 32768 first (every loud log-mel value is then 2·ln 32768 = {2 * np.log(32768):.1f} "
+                             "too large)"),
+                            (-2 * np.log(2.0), "divide by 2**15 = 32768, not 2**16: int16 is signed, so the range "
+                             "is ±2**15 (every loud value is 2·ln 2 too small)")):
+            if abs(shift - offset) < 0.05:
+                checks.failed(name, checks._short(want.numpy()), f"every loud value shifted by {shift:+.2f}", why)
+                return
+    args = (pcm, sr, n_fft, hop, n_mels, eps)
     mistakes = [
-        (torch.log10(mel + 1e-6), "use the natural log (torch.log), not log10, to match torchaudio + log"),
-        (10 * torch.log10(mel + 1e-6), "that is decibels (10 log10); this exercise uses the natural log"),
-        (torch.log(fbank.T @ power.sqrt() + 1e-6), "the input already is the power |X|²: do not take its square root"),
-        (mel, "you forgot the log: loudness is perceived roughly logarithmically"),
-        (torch.log(mel + 1.0), "add the tiny eps given as an argument, not 1"),
+        (_pipeline_variant(*args, scale=1.0),
+         "missing PCM scaling: int16 samples go up to 32767; divide by 2**15 = 32768 first (every log-mel value "
+         f"is then 2·ln 32768 = {2 * np.log(32768):.1f} too large)"),
+        (_pipeline_variant(*args, scale=65536.0),
+         "divide by 2**15 = 32768, not 2**16: int16 is signed, so the range is ±2**15"),
+        (_pipeline_variant(*args, window=False), "multiply every frame by the Hann window before the FFT"),
+        (_pipeline_variant(*args, window="symmetric"),
+         "use the periodic Hann window (torch.hann_window's default), as torch.stft does"),
+        (_pipeline_variant(*args, power=1.0), "the mel filters sum the power |X|², not the magnitude |X|"),
+        (_pipeline_variant(*args, log="log10"), "use the natural log (torch.log), not log10"),
+        (_pipeline_variant(*args, log="db"), "that is decibels (10 log10); this front end uses the natural log"),
+        (_pipeline_variant(*args, log="none"), "you forgot the log: the mel power spans many orders of magnitude"),
+        (_pipeline_variant(*args, add=1.0), "add the tiny eps given as an argument, not 1: +1 flattens every quiet band"),
     ]
-    checks.close(name, got.float(), want, atol=1e-4, rtol=1e-4, mistakes=mistakes)
+    # atol 1e-3: a float64 or torchaudio pipeline differs from the float32 reference by ~1e-4 in quiet bins
+    checks.close(name, got, want.double(), atol=1e-3, rtol=1e-4, mistakes=mistakes,
+                 hint="chain the pieces: pcm / 32768 → stft_power → mel_filterbank(n_fft // 2 + 1, 0, sr / 2, "
+                      "n_mels, sr) → log(fbank.T @ power + eps)")
+
+
+# ---------------------------------------------------------------- quizzes
+
+def check_quiz_3_1(fn: Callable) -> bool:
+    """How many un-centred STFT frames does 1 s at 8 kHz have with n_fft 256 and hop 80?"""
+    return checks.quiz("quiz 3.1 (frames)", fn, correct=97, rel_tol=1e-3,
+                       explanation="1 + (T − N) // H = 1 + (8000 − 256) // 80 = 1 + 96 = 97 frames. "
+                                   "With center=True the signal is padded by N/2 on both sides: 1 + 8000 // 80 = 101.")
+
+
+QUIZ_3_2 = {
+    "a": "summing first gives the band's energy; the log of a sum stays finite and smooth, while a sum of "
+         "log-powers multiplies the bins, so one near-empty bin drags the whole band towards −∞",
+    "b": "it is only faster: both orders give the same numbers",
+    "c": "torchaudio's MelSpectrogram cannot take log-power input",
+}
+
+
+def check_quiz_3_2(fn: Callable) -> bool:
+    """Why does the front end take the log after summing power in each mel band, not before?"""
+    return checks.quiz("quiz 3.2 (why log last)", fn, correct="a", choices=QUIZ_3_2,
+                       explanation="A mel band measures the energy in a frequency range: Σ_k H_kj P_k. Its log "
+                                   "compresses the dynamic range of that energy. Σ_k H_kj log P_k = log Π_k P_k^H_kj "
+                                   "is a (weighted) product instead: a single silent bin (P ≈ 0, log P ≈ −∞) "
+                                   "would swamp the band. The two orders give different numbers.")
+
+
+def check_quiz_3_3(fn: Callable) -> bool:
+    """How many of Whisper's 1,500 encoder frames cover a 5-s clip?"""
+    return checks.quiz("quiz 3.3 (Whisper frames)", fn, correct=250, rel_tol=1e-3,
+                       explanation="10-ms log-mel hop → 500 log-mel frames in 5 s; conv2 has stride 2 → 250 encoder "
+                                   "frames of 20 ms each (of 1,500 for the 30-s window: the other 1,250 encode padding).")
