@@ -67,18 +67,19 @@ def show(notebook: str, this_run: dict[str, Any] | None = None, names: list[str]
     profile (``acc_smoke``/``acc_full``), so a smoke value is matched to its full twin by the stem.
     """
     record = load(notebook)
-    if record is None:
-        print(f"(no full-profile record for {notebook} yet: python -m mmcourse run --profile full "
-              f"--record {notebook})")
-        return
     this_run = this_run or {}
-    full = record.get("metrics", {})
-    names = names or list(full)
+    full = record.get("metrics", {}) if record else {}
+    names = names or list(full) or list(this_run)
+    if not names:
+        names = ["(nothing logged)"]
     width = max(len(n) for n in names)
     print(f"{'metric':<{width}}  {'this run':>10}  {'full record':>11}")
     for name in names:
         mine = this_run.get(name, this_run.get(_stem(name) + "_smoke"))
         print(f"{name:<{width}}  {_fmt(mine):>10}  {_fmt(full.get(name)):>11}")
+    if record is None:
+        print(f"full-profile record: none yet (python -m mmcourse run --profile full --record {notebook})")
+        return
     print("full-profile record: " + provenance(record))
     if record.get("note"):
         print("note: " + record["note"])

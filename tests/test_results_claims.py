@@ -39,10 +39,11 @@ def test_results_record_has_provenance_and_is_shown_beside_this_run(tmp_path, mo
         results.write(dict(row, profile="smoke"), "cmd")
 
 
-def test_missing_record_says_how_to_make_it(capsys):
+def test_missing_record_shows_this_run_and_says_how_to_make_it(capsys):
     assert results.load("no_such_notebook") is None
-    results.show("no_such_notebook")
-    assert "--profile full --record no_such_notebook" in capsys.readouterr().out
+    results.show("no_such_notebook", {"acc_smoke": 0.61})
+    out = capsys.readouterr().out
+    assert "acc_smoke" in out and "0.61" in out and "--profile full --record no_such_notebook" in out
 
 
 def test_every_committed_record_has_provenance_and_no_broken_claim():
