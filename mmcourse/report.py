@@ -44,7 +44,7 @@ class ClaimFailed(AssertionError):
     """A claim the prose makes did not hold on this run (raised in strict mode: solutions, CI)."""
 
 
-def claim(text: str, holds: bool, evidence: str = "", source: str = "this run") -> bool:
+def claim(text: str, holds: bool, evidence: str = "", source: str = "this run") -> None:
     """Print a claim the prose makes and whether it held; record it for ``build/report.json``.
 
     Every quantitative statement in a notebook's text is checked by a cell (COURSE_DESIGN §4):
@@ -62,11 +62,10 @@ def claim(text: str, holds: bool, evidence: str = "", source: str = "this run") 
     from mmcourse.checks import strict
     if not holds and strict():
         raise ClaimFailed(line)
-    return holds
 
 
 def claim_full(notebook: str, text: str, holds: Callable[[dict[str, Any]], bool],
-               evidence: Callable[[dict[str, Any]], str] | None = None) -> bool | None:
+               evidence: Callable[[dict[str, Any]], str] | None = None) -> None:
     """A claim that only the full profile can support, checked against the committed results record.
 
     ``holds(metrics)`` and ``evidence(metrics)`` read the record's metrics (:mod:`mmcourse.results`),
@@ -80,14 +79,14 @@ def claim_full(notebook: str, text: str, holds: Callable[[dict[str, Any]], bool]
         print(f"… claim (full profile, no record yet — python -m mmcourse run --profile full --record "
               f"{notebook}): {text}")
         _append({"kind": "claim", "text": text, "holds": None, "source": "full-profile record (missing)"})
-        return None
+        return
     metrics = record.get("metrics", {})
     try:
         ok = holds(metrics)
         why = evidence(metrics) if evidence else ""
     except KeyError as exc:
         ok, why = False, f"the record has no metric {exc}; re-record it"
-    return claim(text, ok, why, source=f"full-profile record of {str(record.get('date', '?'))[:10]}")
+    claim(text, ok, why, source=f"full-profile record of {str(record.get('date', '?'))[:10]}")
 
 
 def log_data_source(dataset: str, source: str, detail: str = "") -> None:

@@ -16,13 +16,13 @@ def _stub():
 ])
 def test_quiz_items(monkeypatch, capsys, check, right, wrong, teaches):
     monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    assert check(lambda: right)
+    check(lambda: right)
     assert "✓" in capsys.readouterr().out
     with pytest.raises(checks.CheckFailed, match="quiz 0"):
         check(lambda: wrong)
     monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
-    assert not check(lambda: wrong)
+    check(lambda: wrong)
     out = capsys.readouterr().out
     assert "✗" in out and teaches in out, out
-    assert not check(_stub)
+    check(_stub)
     assert "pending" in capsys.readouterr().out

@@ -182,15 +182,15 @@ def test_the_leaky_scaler_is_caught_in_strict_mode(monkeypatch):
 ])
 def test_quiz_items(monkeypatch, capsys, check, right, wrong):
     monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    assert check(lambda: right)
+    check(lambda: right)
     assert "✓" in capsys.readouterr().out
     with pytest.raises(checks.CheckFailed):
         check(lambda: wrong)
     monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
-    assert not check(lambda: wrong)
+    check(lambda: wrong)
     out = capsys.readouterr().out
     assert "✗" in out and len(out) > 120, out  # the explanation comes with the verdict
-    assert not check(_stub)
+    check(_stub)
     assert "pending" in capsys.readouterr().out
 
 

@@ -168,11 +168,11 @@ def test_mistake_values_really_differ_from_the_answers():
     (nb04.check_quiz_4_3, "b", "a", "maximum over 5 positives"),
 ])
 def test_quizzes(monkeypatch, lenient, capsys, check, right, wrong, explained):
-    assert check(lambda: wrong) is False
+    check(lambda: wrong)
     out = capsys.readouterr().out
     assert "✗" in out and explained in out
-    assert check(_stub) is False
+    check(_stub)
     assert "pending" in capsys.readouterr().out
     monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    assert check(lambda: right) is True
+    check(lambda: right)
     assert "✓" in capsys.readouterr().out

@@ -47,28 +47,28 @@ def check_cosine_similarity(fn: Callable) -> None:
 
 # ---------------------------------------------------------------- quiz items (issue 11, A.3)
 
-def check_quiz_0_1(fn: Callable) -> bool:
+def check_quiz_0_1(fn: Callable) -> None:
     """Quiz 0.1: ‖a − b‖² for two unit vectors with cosine 0.6 (a number)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 0.1 (distance of unit vectors)", fn, 0.8,
         "‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b = 1 + 1 − 2·0.6 = 0.8. For unit vectors the squared Euclidean "
         "distance is 2 − 2 cos, so ranking by cosine and ranking by distance give the same order — "
         "which is why normalised embeddings can use either.")
 
 
-def check_quiz_0_2(fn: Callable) -> bool:
+def check_quiz_0_2(fn: Callable) -> None:
     """Quiz 0.2: cosine_similarity(a, −3a) (a number)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 0.2 (cosine of a and −3a)", fn, -1.0,
         "(−3a)·a / (‖−3a‖ ‖a‖) = −3‖a‖² / (3‖a‖²) = −1: the length 3 cancels, the minus sign flips the "
         "direction. Cosine similarity sees only directions: −1 is 'exactly opposite', 0 is 'orthogonal'.")
 
 
-def check_quiz_0_3(fn: Callable) -> bool:
+def check_quiz_0_3(fn: Callable) -> None:
     """Quiz 0.3: what a smoke-profile accuracy on 120 images tells you (multiple choice)."""
     from mmcourse.metrics import wilson_interval
     low, high = wilson_interval(74, 120)
-    return checks.quiz(
+    checks.quiz(
         "quiz 0.3 (reading a smoke accuracy)", fn, "b",
         f"74 correct of 120 is 0.617, but with n = 120 its 95 % Wilson interval is {low:.2f}–{high:.2f}: "
         "a smoke run shows that the code runs and gives a rough, noisy estimate. Quote full-profile "

@@ -239,18 +239,18 @@ def check_top_k(fn: Callable) -> None:
 
 # ---------------------------------------------------------------- quiz items (issue 11, A.3)
 
-def check_quiz_1_1(fn: Callable) -> bool:
+def check_quiz_1_1(fn: Callable) -> None:
     """Quiz 1.1: attention weights of one MiniLM layer for a 20-token sentence (a number)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 1.1 (attention weights per layer)", fn, 12 * 20 * 20,
         "each of the 12 heads computes an L × L matrix of weights: 12 · 20² = 4,800. The count grows with "
         "the square of the length — twice the tokens, four times the weights (notebook 02 §3 turns this "
         "into compute cost).", rel_tol=1e-3)
 
 
-def check_quiz_1_2(fn: Callable) -> bool:
+def check_quiz_1_2(fn: Callable) -> None:
     """Quiz 1.2: a tokenizer's attention_mask passed as nn.MultiheadAttention's key_padding_mask (choice)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 1.2 (mask conventions)", fn, "b",
         "key_padding_mask uses True = IGNORE, the attention_mask 1 = real token: passed unchanged, it hides "
         "the real tokens and leaves only [PAD] keys; a sentence without padding has every key hidden, so "
@@ -260,9 +260,9 @@ def check_quiz_1_2(fn: Callable) -> bool:
                  "c": "PyTorch raises an error because the conventions differ"})
 
 
-def check_quiz_1_3(fn: Callable) -> bool:
+def check_quiz_1_3(fn: Callable) -> None:
     """Quiz 1.3: the weight of the real tokens in an unmasked mean over padding (a number)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 1.3 (pooling over padding)", fn, 0.25,
         "the plain mean over 20 positions is (5/20)·mean(real) + (15/20)·mean(padding): the real tokens get "
         "weight 5/20 = 0.25 and the [PAD] positions 0.75 — why the cosine to the unpadded embedding drops "

@@ -291,18 +291,18 @@ def check_probe_accuracy(fn: Callable) -> None:
 
 # ---------------------------------------------------------------- quiz items (issue 11, A.3)
 
-def check_quiz_2_1(fn: Callable) -> bool:
+def check_quiz_2_1(fn: Callable) -> None:
     """Quiz 2.1: tokens of a ViT-B/16 for a 320×240 image, class token included (a number)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 2.1 (tokens of a non-square image)", fn, 301,
         "N = (H/P)·(W/P) = (240/16)·(320/16) = 15·20 = 300 patch tokens, plus one class token = 301. "
         "(A ViT trained at 224 px has 197 position embeddings, so it must interpolate them for this size.)",
         rel_tol=1e-3)
 
 
-def check_quiz_2_2(fn: Callable) -> bool:
+def check_quiz_2_2(fn: Callable) -> None:
     """Quiz 2.2: a scaler fitted on train + validation (multiple choice)."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 2.2 (a scaler fitted on train + validation)", fn, "b",
         "no label is needed for a leak: the validation features' mean and spread shaped the inputs the "
         "probe was trained on, so the validation score no longer measures data the model never saw. With "
@@ -314,9 +314,9 @@ def check_quiz_2_2(fn: Callable) -> bool:
                  "c": "a problem only for tree-based models, which are sensitive to scale"})
 
 
-def check_quiz_2_3(fn: Callable) -> bool:
+def check_quiz_2_3(fn: Callable) -> None:
     """Quiz 2.3: by what factor raw 0..255 pixels spread wider than normalised ones in the red channel."""
-    return checks.quiz(
+    checks.quiz(
         "quiz 2.3 (raw pixels: how much too large?)", fn, 255 * image.IMAGENET_STD[0],
         "x̃ = (x/255 − μ)/σ, so x = 255·(σ·x̃ + μ): the spread grows by 255·σ_R = 255·0.229 ≈ 58 (57–58 for "
         "the three channels) and every value is shifted by 255·μ ≈ 104–124 — not '×255'. §8 measures what "
