@@ -135,3 +135,29 @@ def test_correct_variants_pass(lenient, capsys):
     nb05.check_softmax_weighted_sum(lambda f, a: torch.einsum("bm,bmd->bd", torch.softmax(a, 1), f))
     out = capsys.readouterr().out
     assert out.count("✓") == 3 and "✗" not in out
+
+
+# ---- quiz items -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check, right, wrong, explained", [
+    (nb05.check_quiz_5_1, 305, 125, "Forgetting the appended 1s"),
+    (nb05.check_quiz_5_2, "a", "b", "Bayes' rule"),
+    (nb05.check_quiz_5_3, "a", "c", "'which digit' and 'which offset'"),
+])
+def test_quiz_items(lenient, capsys, check, right, wrong, explained):
+    check(lambda: right)
+    out = capsys.readouterr().out
+    assert "✓" in out and explained in out
+    check(lambda: wrong)
+    out = capsys.readouterr().out
+    assert "✗" in out and explained in out
+    check(_stub)
+    out = capsys.readouterr().out
+    assert "pending" in out and "✗" not in out
+
+
+def test_quiz_wrong_answer_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    with pytest.raises(checks.CheckFailed):
+        nb05.check_quiz_5_2(lambda: "c")
+    nb05.check_quiz_5_1(lambda: 305)  # a right answer does not raise

@@ -165,3 +165,55 @@ def check_cross_attention(fn: Callable) -> None:
     checks.close(name, found, want, atol=1e-10, rtol=1e-8, mistakes=mistakes,
                  hint="Q = q_in Wq, K = kv_in Wk, V = kv_in Wv; A = softmax(Q Kᵀ / √d_k, dim=-1); "
                       "return q_in + (A V) Wo")
+
+
+# ----------------------------------------------------------------------------------------
+# quiz items (auto-checked; each verdict explains the answer)
+# ----------------------------------------------------------------------------------------
+
+def check_quiz_5_1(fn: Callable) -> None:
+    """Parameters of tensor fusion for widths 2, 3, 4 and fused width h = 5 (a number)."""
+    checks.quiz(
+        "quiz_5_1", fn, fusion.param_formula("tensor", [2, 3, 4], 5),
+        "Tensor fusion's linear layer reads vec([z1;1]⊗[z2;1]⊗[z3;1]) of length (2+1)(3+1)(4+1) = 60 and "
+        "maps it to h = 5: 60·5 weights + 5 biases = 305. Forgetting the appended 1s gives 2·3·4·5 + 5 = 125; "
+        "the product of the widths, not their sum, is why the count explodes with more modalities.")
+
+
+QUIZ_5_2_CHOICES = {
+    "a": "late fusion: add the per-modality log-probabilities (logits)",
+    "b": "tensor fusion: it contains every product of the modalities' features",
+    "c": "early fusion: only a model that sees all raw inputs at once can be optimal",
+}
+
+
+def check_quiz_5_2(fn: Callable) -> None:
+    """Which fusion is (near) Bayes-optimal when the views are conditionally independent given the label?"""
+    checks.quiz(
+        "quiz_5_2", fn, "a",
+        "If audio, image and text are independent given the digit y, Bayes' rule gives "
+        "log p(y | a, i, t) = log p(y | a) + log p(y | i) + log p(y | t) − 2 log p(y) + const: a sum of "
+        "per-modality scores, which is exactly what late fusion computes. Products of features (b) or a joint "
+        "model (c) can represent this too, but they have nothing more to find and more to overfit.",
+        QUIZ_5_2_CHOICES)
+
+
+QUIZ_5_3_CHOICES = {
+    "a": "with one token per modality its softmax only chooses how much of each other modality to mix in; "
+         "the mixed value vectors are linear in the inputs, so no digit × offset table can be built",
+    "b": "it has too few parameters to learn anything",
+    "c": "its 1/√d_k scaling makes the attention weights too small to train",
+}
+
+
+def check_quiz_5_3(fn: Callable) -> None:
+    """Why does cross-attention (one token per modality) stay near chance on the relation task?"""
+    checks.quiz(
+        "quiz_5_3", fn, "a",
+        "Each query attends to two keys, so A is just two numbers that sum to one, and the block outputs "
+        "z_m + Wo(a_1 V z_j + a_2 V z_k): a data-dependent mixture of linear maps. The relation task needs the "
+        "answer to depend on the *product* of 'which digit' and 'which offset' (a 10 × 10 table); bilinear and "
+        "tensor fusion contain those products explicitly. Cross-attention shines when each modality is a "
+        "sequence of many tokens and the question is *where* to look (notebook 08), not here. It has about as "
+        "many parameters as concatenation (b is false), and the scaling is the standard one (c is false).",
+        QUIZ_5_3_CHOICES)
