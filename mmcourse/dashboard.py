@@ -351,7 +351,7 @@ def draw(curves: Curves, title: str = "training", fig: Any = None) -> Any:
     ax.set(title="loss", xlabel="optimizer step", ylabel="loss")
     ax.legend(loc="upper right", fontsize="small")
     axes[1].plot(curves.steps, curves.lr, color="tab:green")
-    axes[1].set(title="learning rate", xlabel="optimizer step", ylabel="lr")
+    axes[1].set(title="learning rate (parameter group 0)", xlabel="optimizer step", ylabel="lr")
     axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     if others:
         for name, (xs, ys) in others.items():
@@ -517,7 +517,7 @@ class Live:
 
         def send() -> None:
             self._sink.line("loss", c.steps[start:], c.loss[start:], "loss")
-            self._sink.line("lr", c.steps[start:], c.lr[start:], "lr")
+            self._sink.line("lr", c.steps[start:], c.lr[start:], "lr (parameter group 0)")
         if self._send(send):
             self._sent = len(c.steps)
 
