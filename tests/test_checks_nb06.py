@@ -170,3 +170,102 @@ def test_infonce_grad_mistakes(lenient, capsys, wrong, hint):
     nb06.check_infonce_grad(wrong)
     out = capsys.readouterr().out
     assert "✗" in out and hint in out
+
+
+# ---- exercise 6.5: adam_step -----------------------------------------------------------------
+
+def _adam(theta, grad, state, lr, lam, decoupled, betas=(0.9, 0.999), eps=1e-8, *, l2=None, decay="before",
+          bias_correction=True):
+    """An independent Adam/AdamW step with switchable slips (l2: put λθ in the gradient)."""
+    b1, b2 = betas
+    l2 = (not decoupled) if l2 is None else l2
+    g = grad + lam * theta if l2 else grad
+    state["t"] += 1
+    state["m"] = b1 * state["m"] + (1 - b1) * g
+    state["v"] = b2 * state["v"] + (1 - b2) * g * g
+    m, v = state["m"], state["v"]
+    if bias_correction:
+        m, v = m / (1 - b1 ** state["t"]), v / (1 - b2 ** state["t"])
+    upd = lr * m / (np.sqrt(v) + eps)
+    if l2:
+        return theta - upd
+    if decay == "after":
+        return (theta - upd) * (1 - lr * lam)
+    if decay == "no_lr":
+        return theta * (1 - lam) - upd
+    return theta * (1 - lr * lam) - upd
+
+
+def test_adam_step_reference_matches_torch():
+    theta0 = np.array([2.0, -1.0, 1.5, 0.5])
+    c, target = np.array([100.0, 1.0, 0.0, 0.01]), np.array([1.0, 0.0, 0.0, 0.0])
+    for decoupled, Opt in [(False, torch.optim.Adam), (True, torch.optim.AdamW)]:
+        w = torch.tensor(theta0, requires_grad=True)
+        opt = Opt([w], lr=0.1, weight_decay=0.5)
+        th, state = theta0.copy(), {"t": 0, "m": 0.0, "v": 0.0}
+        for _ in range(4):
+            opt.zero_grad()
+            (0.5 * (torch.tensor(c) * (w - torch.tensor(target)) ** 2).sum()).backward()
+            th = nb06.reference_adam_step(th, w.grad.numpy().copy(), state, 0.1, 0.5, decoupled)
+            opt.step()
+        assert np.allclose(w.detach().numpy(), th, atol=1e-14, rtol=0)
+
+
+def test_adam_step_reference_and_independent_version_pass(lenient, capsys):
+    for fn in (nb06.reference_adam_step, _adam):
+        nb06.check_adam_step(fn)
+        out = capsys.readouterr().out
+        assert out.count("✓") == 2 and "✗" not in out
+    nb06.check_adam_step(_stub)
+    out = capsys.readouterr().out
+    assert "pending" in out and "✗" not in out
+
+
+def _new_state_dict(theta, grad, state, lr, lam, decoupled):
+    state = dict(state)  # rebinding: the caller's dict never changes
+    return _adam(theta, grad, state, lr, lam, decoupled)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda *a: _adam(*a, l2=True), "that is Adam + L2"),            # L2 whatever `decoupled` says
+    (lambda *a: _adam(*a, l2=False), "that is AdamW"),               # decoupled whatever it says
+    (lambda th, g, s, lr, lam, d: _adam(th, g, s, lr, 0.0, d), "λ plays no part"),
+    (lambda *a: _adam(*a, bias_correction=False), "bias correction"),
+    (lambda *a: _adam(*a, decay="no_lr"), "not θ·(1 − λ)"),
+    (lambda *a: _adam(*a, decay="after"), "before this step's update"),
+    (_new_state_dict, "update `state` in place"),
+    (lambda *a: None, "return the updated weights"),
+])
+def test_adam_step_mistakes(lenient, capsys, wrong, hint):
+    nb06.check_adam_step(wrong)
+    out = capsys.readouterr().out
+    assert "✗" in out and hint in out
+
+
+def test_adam_step_strict_raises_on_the_l2_mistake(monkeypatch):
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    with pytest.raises(checks.CheckFailed, match="that is Adam \\+ L2"):
+        nb06.check_adam_step(lambda *a: _adam(*a, l2=True))
+
+
+# ---- quizzes ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check, right, wrong, explains", [
+    (nb06.check_quiz_6_1, -0.025, -0.1, "(0.9 − 1)/4"),
+    (nb06.check_quiz_6_2, "b", "a", "float32"),
+    (nb06.check_quiz_6_3, -0.02, -0.01, "−ηλθ"),
+])
+def test_quizzes(lenient, capsys, monkeypatch, check, right, wrong, explains):
+    check(lambda: right)
+    out = capsys.readouterr().out
+    assert out.startswith("✓") and explains in out
+    check(lambda: wrong)
+    out = capsys.readouterr().out
+    assert "✗" in out and explains in out
+    check(_stub)
+    out = capsys.readouterr().out
+    assert "pending" in out and "✗" not in out
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    check(lambda: right)  # the right answer passes in strict mode
+    with pytest.raises(checks.CheckFailed):
+        check(lambda: wrong)

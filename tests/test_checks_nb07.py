@@ -117,3 +117,46 @@ def test_strict_mode_raises(monkeypatch):
     monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
     with pytest.raises(checks.CheckFailed, match="reference"):
         nb07.check_update_best(_keep(lambda sd: sd))
+
+
+# ---------------------------------------------------------------- quizzes
+
+def _stub_quiz():
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("check, right, wrong, explains", [
+    (nb07.check_quiz_7_1, 3072, 147456, "r·(d_in + d_out)"),
+    (nb07.check_quiz_7_1, 3072, 6144, "4 · 768"),
+    (nb07.check_quiz_7_2, 5e-4, 4.2e-4, "p = (550 − 100)/(1000 − 100)"),
+    (nb07.check_quiz_7_3, "b", "a", "BatchNorm"),
+])
+def test_quizzes(capsys, monkeypatch, check, right, wrong, explains):
+    out = verdict(check, lambda: right, capsys)
+    assert out.startswith("✓") and explains in out
+    out = verdict(check, lambda: wrong, capsys)
+    assert "✗" in out and explains in out
+    out = verdict(check, _stub_quiz, capsys)
+    assert "pending" in out and "✗" not in out
+    from mmcourse import checks
+    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+    check(lambda: right)
+    with pytest.raises(checks.CheckFailed):
+        check(lambda: wrong)
+
+
+# ---------------------------------------------------------------- weight-decay audit
+
+def test_decay_audit_finds_decayed_biases_and_norms_and_forgotten_parameters():
+    import torch
+    from torch import nn
+    from mmcourse.train import default_optimizer
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    good = nb07.decay_audit(model, default_optimizer(model))
+    assert good == {"decayed_vectors": [], "decayed_matrices": ["0.weight", "2.weight"], "missing": []}
+    naive = nb07.decay_audit(model, torch.optim.AdamW(model.parameters(), weight_decay=0.01))
+    assert naive["decayed_vectors"] == ["0.bias", "1.weight", "1.bias", "2.bias"]
+    partial = nb07.decay_audit(model, torch.optim.AdamW(model[0].parameters(), weight_decay=0.0))
+    assert partial["missing"] == ["1.weight", "1.bias", "2.weight", "2.bias"] and not partial["decayed_vectors"]
+    model[1].requires_grad_(False)  # frozen parameters are not the optimizer's business
+    assert "1.weight" not in nb07.decay_audit(model, torch.optim.AdamW(model[0].parameters()))["missing"]

@@ -220,3 +220,135 @@ def check_infonce_grad(fn: Callable) -> None:
         ((2 * eye - pr - pc) / (2 * n), "sign error: the gradient is softmax − I"),
     ]
     checks.close(name, found, losses.infonce_grad(S), atol=1e-12, rtol=1e-9, mistakes=mistakes)
+
+
+# ----------------------------------------------------------------------------------------
+# exercise 6.5: one step of Adam + L2 or AdamW
+# ----------------------------------------------------------------------------------------
+
+
+def _adam_step(theta, grad, state, lr, lam, decoupled, betas=(0.9, 0.999), eps=1e-8, slip=None):
+    """The reference step, or (``slip``) the step a typical mistake computes."""
+    b1, b2 = betas
+    theta, grad = np.asarray(theta, dtype=np.float64), np.asarray(grad, dtype=np.float64)
+    in_gradient = decoupled if slip == "swapped" else not decoupled
+    if slip == "no_decay":
+        lam = 0.0
+    if in_gradient:
+        grad = grad + lam * theta
+    state["t"] += 1
+    state["m"] = b1 * state["m"] + (1 - b1) * grad
+    state["v"] = b2 * state["v"] + (1 - b2) * grad ** 2
+    if slip == "no_bias_correction":
+        m_hat, v_hat = state["m"], state["v"]
+    else:
+        m_hat, v_hat = state["m"] / (1 - b1 ** state["t"]), state["v"] / (1 - b2 ** state["t"])
+    step = lr * m_hat / (np.sqrt(v_hat) + eps)
+    if in_gradient:
+        return theta - step
+    if slip == "decay_without_lr":
+        return theta * (1 - lam) - step
+    if slip == "decay_after":
+        return (theta - step) * (1 - lr * lam)
+    return theta * (1 - lr * lam) - step
+
+
+def reference_adam_step(theta, grad, state, lr, lam, decoupled, betas=(0.9, 0.999), eps=1e-8):
+    """One step of Adam + L2 (``decoupled=False``) or AdamW (``decoupled=True``), as PyTorch's
+    ``torch.optim.Adam`` / ``torch.optim.AdamW`` take it; updates ``state`` ("t", "m", "v") in place
+    and returns the new θ (notebook 06, §7)."""
+    return _adam_step(theta, grad, state, lr, lam, decoupled, betas, eps)
+
+
+#: the test problem of exercise 6.5: gradient c·(θ − target); the third weight has no loss gradient
+_ADAM_THETA0 = np.array([2.0, -1.0, 1.5, 0.5, -0.5])
+_ADAM_C = np.array([100.0, 1.0, 0.0, 0.01, 10.0])
+_ADAM_TARGET = np.array([1.0, 0.0, 0.0, 0.0, 1.0])
+
+
+def _adam_run(fn: Callable, decoupled: bool, lr: float = 0.1, lam: float = 0.5, steps: int = 3):
+    theta, state = _ADAM_THETA0.copy(), {"t": 0, "m": 0.0, "v": 0.0}
+    for _ in range(steps):
+        grad = _ADAM_C * (theta - _ADAM_TARGET)
+        theta = fn(theta.copy(), grad, state, lr, lam, decoupled)
+        if theta is None:
+            return None, state
+        theta = np.asarray(theta, dtype=np.float64)
+    return theta, state
+
+
+def check_adam_step(fn: Callable) -> None:
+    """Check ``adam_step(theta, grad, state, lr, lam, decoupled)`` over 3 steps of Adam + L2 and AdamW."""
+    base = "adam_step"
+    first = checks.attempt(base, _adam_run, fn, False, fallback="mmcourse.checks.nb06.reference_adam_step")
+    if checks.is_pending(first):
+        return
+    slips = {
+        "swapped": {False: "that is AdamW: with decoupled=False (Adam + L2) the decay is part of the gradient, "
+                           "g = ∇L + λθ, and goes through the moments m and v",
+                    True: "that is Adam + L2: with decoupled=True (AdamW) the decay must not go through "
+                          "m̂/√v̂; shrink the weights directly, outside the adaptive step"},
+        "no_decay": {False: "λ plays no part in your step: Adam + L2 adds λθ to the gradient",
+                     True: "λ plays no part in your step: AdamW shrinks every weight each step"},
+        "no_bias_correction": {d: "divide m by (1 − β1^t) and v by (1 − β2^t) (bias correction; t counts "
+                                  "from 1 at the first step)" for d in (False, True)},
+        "decay_without_lr": {True: "the decoupled decay is multiplied by the learning rate in PyTorch's "
+                                   "AdamW: θ·(1 − lr·λ), not θ·(1 − λ)"},
+        "decay_after": {True: "shrink θ_{t−1}, the weights before this step's update (as PyTorch does), "
+                              "not the already updated weights"},
+    }
+    for decoupled, label in ((False, "decoupled=False: Adam + L2"), (True, "decoupled=True: AdamW")):
+        name = f"{base} ({label}, 3 steps)"
+        result = first if not decoupled else checks.attempt(name, _adam_run, fn, True)
+        if checks.is_pending(result):
+            return
+        found, state = result
+        if found is None:
+            checks.failed(name, "the new θ", "None", "return the updated weights")
+            return
+        if not isinstance(state, dict) or state.get("t") != 3:
+            checks.failed(name, "state['t'] == 3 after 3 steps", f"state {state!r:.80}",
+                          "update `state` in place (state['t'] += 1, state['m'] = …, state['v'] = …): the "
+                          "caller passes the same dict at every step, so a new dict is lost")
+            return
+        want, _ = _adam_run(reference_adam_step, decoupled)
+        mistakes = [(_adam_run(lambda *a, s=slip: _adam_step(*a, slip=s), decoupled)[0], hint[decoupled])
+                    for slip, hint in slips.items() if decoupled in hint]
+        if not checks.close(name, found, want, atol=1e-10, rtol=1e-8, mistakes=mistakes,
+                            hint="follow the update rules of §7 line by line; the only difference between "
+                                 "the two is where λθ enters"):
+            return
+
+
+# ----------------------------------------------------------------------------------------
+# quizzes
+# ----------------------------------------------------------------------------------------
+
+
+def check_quiz_6_1(fn: Callable) -> None:
+    """∂L/∂z of one pair in a batch of N = 4 (d = 1, d̂ = 0.9)."""
+    checks.quiz("quiz 6.1", fn, -0.025,
+                       "∂L/∂z_i = (d̂_i − d_i)/N = (0.9 − 1)/4 = −0.025. Negative, so gradient descent raises z_i "
+                       "towards the label; the 1/N is there because the risk is the mean over the batch "
+                       "(−0.1 forgets it).")
+
+
+def check_quiz_6_2(fn: Callable) -> None:
+    """What a float32 gradient check with h = 1e-5 tells you."""
+    checks.quiz(
+        "quiz 6.2", fn, "b",
+        "the rounding term of the central difference is about ε|L|/h; with float32's ε ≈ 1.2e-7 and "
+        "h = 1e-5 that is about 1e-2·|L| — as large as the error you measured, whatever the gradient. "
+        "A smaller h makes it worse (the term grows as 1/h). Redo the check in float64, where the same "
+        "h gives about 1e-10.",
+        choices={"a": "the hand-derived gradient is wrong",
+                 "b": "nothing about the gradient yet: float32 rounding noise dominates; redo the check in float64",
+                 "c": "h is too large: a check with h = 1e-8 in float32 will settle it"})
+
+
+def check_quiz_6_3(fn: Callable) -> None:
+    """The change of θ in one AdamW step on a weight with no loss gradient."""
+    checks.quiz("quiz 6.3", fn, -0.02,
+                       "AdamW shrinks θ by the factor (1 − ηλ) per step, outside the adaptive scaling, and its "
+                       "Adam step is 0 (no loss gradient): θ changes by −ηλθ = −0.01 · 1 · 2 = −0.02. Adam + L2 "
+                       "would move it by −η = −0.01 whatever λ is, since m̂/√v̂ = λθ/|λθ| = 1 at the first step.")

@@ -1,5 +1,6 @@
-"""Checks for notebook 07_finetuning_recipe: the LoRA forward pass, early stopping's best-state
-bookkeeping, and the warm-up + cosine learning-rate schedule."""
+"""Checks for notebook 07_finetuning_recipe: the LoRA forward pass (exercise 7.1), the warm-up +
+cosine learning-rate schedule (7.2), early stopping's best-state bookkeeping (7.3), the quizzes,
+and an audit of which parameters an optimizer decays."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from mmcourse.lora import LoRALinear
 from mmcourse.train import warmup_cosine
 
 
-# --------------------------------------------------------------------------- exercise 1: LoRA forward
+# --------------------------------------------------------------------------- exercise 7.1: LoRA forward
 
 def reference_lora_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
                            B: torch.Tensor, alpha: float, r: int) -> torch.Tensor:
@@ -70,7 +71,7 @@ def check_lora_forward(fn: Callable) -> None:
                      hint="with B = 0 the update vanishes: training starts from exactly the pretrained model")
 
 
-# --------------------------------------------------------------------------- exercise 2: best state
+# --------------------------------------------------------------------------- exercise 7.3: best state
 
 def reference_update_best(state_dict: dict[str, torch.Tensor], metric: float,
                           best: dict[str, Any] | None) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def check_update_best(fn: Callable) -> None:
     checks.passed(name, "keeps a deep copy, replaces it only on improvement")
 
 
-# --------------------------------------------------------------------------- exercise 3: schedule
+# --------------------------------------------------------------------------- exercise 7.2: schedule
 
 def check_lr_at(fn: Callable) -> None:
     """Check ``lr_at(step, total, warmup, base_lr, min_lr)`` against ``mmcourse.train.warmup_cosine``."""
@@ -192,3 +193,55 @@ def check_lr_at(fn: Callable) -> None:
         checks.close(name + " (after the last step it stays at min_lr)", float(past), low, atol=1e-12, rtol=1e-6,
                      hint="clip the progress p at 1 so steps past `total` stay at min_lr")
 
+
+
+# --------------------------------------------------------------------------- weight-decay audit
+
+def decay_audit(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, list[str]]:
+    """Which trainable parameters an optimizer decays wrongly or forgets (notebook 07, §3).
+
+    ``{"decayed_vectors": names of biases / LayerNorm weights (ndim < 2) in a group with
+    weight_decay > 0, "decayed_matrices": matrices that are decayed, "missing": trainable
+    parameters in no group}``. Decay belongs on weight matrices only (``default_optimizer``).
+    """
+    decay = {id(p): g.get("weight_decay", 0.0) for g in optimizer.param_groups for p in g["params"]}
+    out: dict[str, list[str]] = {"decayed_vectors": [], "decayed_matrices": [], "missing": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) not in decay:
+            out["missing"].append(name)
+        elif decay[id(p)] > 0:
+            out["decayed_vectors" if p.ndim < 2 else "decayed_matrices"].append(name)
+    return out
+
+
+# --------------------------------------------------------------------------- quizzes
+
+def check_quiz_7_1(fn: Callable) -> None:
+    """Trainable parameters of LoRA with r = 4 on a 384 × 384 projection."""
+    checks.quiz("quiz 7.1", fn, 3072,
+                "A is (r, d_in) = (4, 384) and B is (d_out, r) = (384, 4): r·(d_in + d_out) = 4 · 768 = 3,072 "
+                "trainable numbers, against 384 · 384 = 147,456 for the full matrix (2 %). The frozen W0 "
+                "and its bias do not count.")
+
+
+def check_quiz_7_2(fn: Callable) -> None:
+    """The warm-up + cosine learning rate half-way through the decay."""
+    checks.quiz("quiz 7.2", fn, 5e-4,
+                "after the warm-up the progress is p = (550 − 100)/(1000 − 100) = 0.5, and "
+                "min_lr + (base − min_lr)·(1 + cos πp)/2 = 1e-3 · (1 + 0)/2 = 5e-4: half-way through the decay "
+                "the rate is half the base rate.")
+
+
+def check_quiz_7_3(fn: Callable) -> None:
+    """Gradient accumulation with BatchNorm."""
+    checks.quiz(
+        "quiz 7.3", fn, "b",
+        "dividing each micro-batch loss by k makes the accumulated gradient the big batch's only when "
+        "every example is processed independently. BatchNorm normalises with the statistics of the batch it "
+        "sees — here 8 examples, not 32 — so the forward pass, and the gradient, differ (use LayerNorm, "
+        "GroupNorm, or frozen BatchNorm statistics).",
+        choices={"a": "the same as one batch of 32, because each micro-batch loss is divided by k = 4",
+                 "b": "different: BatchNorm normalises each micro-batch of 8 with its own statistics",
+                 "c": "different: the losses must not be divided by k"})
