@@ -147,7 +147,7 @@ def test_no_server_falls_back_to_log_lines_and_a_final_figure(capsys):
     fig = cb.figure
     assert isinstance(fig, Figure) and fig._suptitle.get_text() == "fallback"
     loss_ax, lr_ax, metric_ax = fig.axes[:3]
-    assert [ax.get_title() for ax in (loss_ax, lr_ax, metric_ax)] == ["loss", "learning rate", "eval metrics"]
+    assert [ax.get_title() for ax in (loss_ax, lr_ax, metric_ax)] == ["loss", "learning rate (parameter group 0)", "eval metrics"]
     assert all(ax.get_xlabel() == "optimizer step" and ax.get_ylabel() for ax in fig.axes[:3])
     train_line = loss_ax.get_lines()[0]
     assert len(train_line.get_xdata()) == hist.step == 16
