@@ -59,3 +59,31 @@ def no_leaked_deterministic_mode():
         runtime.restore_deterministic(before)
         pytest.fail(f"this test changed the process-wide deterministic mode: {before} -> {after}; "
                     "use `with runtime.deterministic():` or restore it")
+
+
+@pytest.fixture
+def quiz_behaviour(monkeypatch, capsys):
+    """What every quiz item (checks.quiz) must do; call it with (check, right, wrong, teaches):
+    the right answer passes strict, a wrong one raises in strict mode and, lenient, is explained
+    (``teaches`` appears in the verdict), and an unattempted item is pending."""
+    from mmcourse import checks
+
+    def stub():
+        raise NotImplementedError
+
+    def run(check, right, wrong, teaches: str = "") -> None:
+        monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
+        check(lambda: right)
+        out = capsys.readouterr().out
+        assert "✓" in out and "✗" not in out, out
+        with pytest.raises(checks.CheckFailed):
+            check(lambda: wrong)
+        monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "0")
+        capsys.readouterr()
+        check(lambda: wrong)
+        out = capsys.readouterr().out
+        assert "✗" in out and teaches in out and len(out) > 80, out  # the explanation comes with it
+        check(stub)
+        out = capsys.readouterr().out
+        assert "pending" in out and "✗" not in out, out
+    return run

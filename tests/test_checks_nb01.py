@@ -171,15 +171,5 @@ def test_code_level_hints_come_with_the_mistake(lenient, capsys):
     (nb01.check_quiz_1_2, "b", "a"),
     (nb01.check_quiz_1_3, 0.25, 1.0),
 ])
-def test_quiz_items(monkeypatch, capsys, check, right, wrong):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    check(lambda: right)
-    assert "✓" in capsys.readouterr().out
-    with pytest.raises(checks.CheckFailed):
-        check(lambda: wrong)
-    monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
-    check(lambda: wrong)
-    out = capsys.readouterr().out
-    assert "✗" in out and len(out) > 120, out  # the explanation comes with the verdict
-    check(_stub)
-    assert "pending" in capsys.readouterr().out
+def test_quiz_items(quiz_behaviour, check, right, wrong):
+    quiz_behaviour(check, right, wrong)

@@ -180,18 +180,8 @@ def test_the_leaky_scaler_is_caught_in_strict_mode(monkeypatch):
     (nb02.check_quiz_2_2, "b", "a"),
     (nb02.check_quiz_2_3, 58.4, 255),
 ])
-def test_quiz_items(monkeypatch, capsys, check, right, wrong):
-    monkeypatch.setenv("MMCOURSE_STRICT_CHECKS", "1")
-    check(lambda: right)
-    assert "✓" in capsys.readouterr().out
-    with pytest.raises(checks.CheckFailed):
-        check(lambda: wrong)
-    monkeypatch.delenv("MMCOURSE_STRICT_CHECKS")
-    check(lambda: wrong)
-    out = capsys.readouterr().out
-    assert "✗" in out and len(out) > 120, out  # the explanation comes with the verdict
-    check(_stub)
-    assert "pending" in capsys.readouterr().out
+def test_quiz_items(quiz_behaviour, check, right, wrong):
+    quiz_behaviour(check, right, wrong)
 
 
 def test_strict_mode_raises(monkeypatch):
