@@ -12,7 +12,7 @@ NOTEBOOKS: list[tuple[str, str, str, str]] = [
     ("02_image_encoders", "Image encoders", "images as tensors, convolution vs. patches, ViT patch embedding from scratch, ImageNet predictions, feature maps", "MobileNetV2; Flickr8k"),
     ("03_audio_encoders", "Audio encoders", "waveforms, STFT, mel filterbank and log-mel from scratch, Whisper encoder features, spoken digits and environmental sounds", "Whisper tiny.en; FSDD, ESC-10"),
     ("04_alignment_contrastive", "Contrastive alignment", "shared embedding space, CLIP's symmetric InfoNCE and temperature, a dual encoder, recall@K, zero-shot classification", "MobileNetV2 + MiniLM; Flickr8k"),
-    ("05_fusion_math", "Fusion math", "early/late/hybrid fusion, weighted sums, gating, tensor and low-rank fusion, bilinear pooling, cross-attention, missing modalities", "FSDD + digits + MiniLM"),
+    ("05_fusion_math", "Fusion math", "early/late/hybrid fusion, weighted sums, gating, tensor and low-rank fusion, bilinear pooling, cross-attention; when adding evidence suffices and when fusion must multiply; missing modalities", "FSDD + digits + MiniLM"),
     ("06_gradient_derivation", "Deriving the gradient", "BCE for image-text matching by hand, backprop in NumPy, numeric gradient checks, softmax-CE and InfoNCE gradients, weight decay vs. L2", "golden values"),
     ("07_finetuning_recipe", "The fine-tuning recipe", "five-step recipe, linear probe vs. partial/full fine-tuning vs. LoRA, schedules, mixed precision, early stopping, checkpoints", "MiniLM / MobileNetV2"),
     ("08_image_captioning", "Image captioning", "conditional language modelling, CNN + Transformer decoder, mini-LLaVA prefix LM, beam search, BLEU/ROUGE-L/CIDEr-D", "MobileNetV2 + SmolLM2; Flickr8k"),
