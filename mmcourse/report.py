@@ -22,6 +22,7 @@ from typing import Any, Callable
 from mmcourse.fileio import write_text_atomic
 
 RECORD_ENV = "MMCOURSE_RECORD_FILE"
+_LOGGED: dict[str, Any] = {}  # this kernel's metrics, so a full run checks its own full-profile claims
 
 
 def _append(entry: dict[str, Any]) -> None:
@@ -37,6 +38,7 @@ def log_metric(name: str, value: float | int | str) -> None:
     if hasattr(value, "item"):
         value = value.item()
     print(f"{name}: {value}")
+    _LOGGED[name] = value
     _append({"kind": "metric", "name": name, "value": value})
 
 
@@ -68,11 +70,21 @@ def claim_full(notebook: str, text: str, holds: Callable[[dict[str, Any]], bool]
                evidence: Callable[[dict[str, Any]], str] | None = None) -> None:
     """A claim that only the full profile can support, checked against the committed results record.
 
+    In a full run, which logs those metrics itself (:func:`log_metric`), the claim is checked on
+    this run instead, so a run that contradicts its prose cannot be recorded.
+
     ``holds(metrics)`` and ``evidence(metrics)`` read the record's metrics (:mod:`mmcourse.results`),
     e.g. ``claim_full("04_alignment_contrastive", "τ = 0.07 beats τ = 1",
     lambda m: m["val_R@1_tau0.07_full"] > m["val_R@1_tau1_full"])``. Without a record it says so
     and returns ``None``: the claim is then unchecked, never silently "true".
     """
+    try:  # a full run has logged the metrics itself: check the claim on this run
+        ok = holds(_LOGGED)
+    except KeyError:
+        pass
+    else:
+        claim(text, ok, evidence(_LOGGED) if evidence else "", source="this full-profile run")
+        return
     from mmcourse import results
     record = results.load(notebook)
     if record is None:
