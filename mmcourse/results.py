@@ -104,11 +104,21 @@ def _commit() -> str:
     return sha + ("+uncommitted changes" if dirty else "")
 
 
+def _cpu_name() -> str:
+    try:  # Linux names the model; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
     """The machine a record was made on: CPU, cores, GPU (if any), torch and Python."""
     import torch
 
-    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
+    info: dict[str, Any] = {"cpu": _cpu_name(),
                             "cores": os.cpu_count(), "torch": torch.__version__,
                             "python": platform.python_version()}
     if torch.cuda.is_available():
