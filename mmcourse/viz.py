@@ -38,5 +38,20 @@ def try_it(fn: Callable[..., Any], **controls: Any) -> None:
     except ImportError:  # plain Python: the static result is all there is
         return
     widget = ipywidgets.interactive(fn, {"manual": True, "manual_name": "re-run"}, **controls)
-    display(ipywidgets.HTML("<i>Try it yourself: change the values and press <b>re-run</b> "
-                            "(needs a live kernel, e.g. JupyterLab).</i>"), widget)
+    note = ipywidgets.HTML("<i>Try it yourself: change the values and press <b>re-run</b> "
+                           "(needs a live kernel, e.g. JupyterLab).</i>")
+    display(_Controls(ipywidgets.VBox([note, widget]), list(controls)))
+
+
+class _Controls:
+    """The controls' widget view, with a readable text form for executed copies (papermill, HTML),
+    where no kernel is behind them: one line instead of the widget's repr."""
+
+    def __init__(self, box, names: list[str]):
+        self.box, self.names = box, names
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.box._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = (f"[try it yourself: controls for {', '.join(self.names)} - open this notebook "
+                                "in JupyterLab to use them]")
+        return bundle
