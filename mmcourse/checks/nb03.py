@@ -203,8 +203,8 @@ def check_pcm16_to_log_mel(fn: Callable) -> None:
 def check_quiz_3_1(fn: Callable) -> None:
     """How many un-centred STFT frames does 1 s at 8 kHz have with n_fft 256 and hop 80?"""
     checks.quiz("quiz 3.1 (frames)", fn, correct=97, rel_tol=1e-3,
-                       explanation="1 + (T − N) // H = 1 + (8000 − 256) // 80 = 1 + 96 = 97 frames. "
-                                   "With center=True the signal is padded by N/2 on both sides: 1 + 8000 // 80 = 101.")
+                explanation="1 + (T − N) // H = 1 + (8000 − 256) // 80 = 1 + 96 = 97 frames. "
+                            "With center=True the signal is padded by N/2 on both sides: 1 + 8000 // 80 = 101.")
 
 
 QUIZ_3_2 = {
@@ -218,14 +218,14 @@ QUIZ_3_2 = {
 def check_quiz_3_2(fn: Callable) -> None:
     """Why does the front end take the log after summing power in each mel band, not before?"""
     checks.quiz("quiz 3.2 (why log last)", fn, correct="a", choices=QUIZ_3_2,
-                       explanation="A mel band measures the energy in a frequency range: Σ_k H_kj P_k. Its log "
-                                   "compresses the dynamic range of that energy. Σ_k H_kj log P_k = log Π_k P_k^H_kj "
-                                   "is a (weighted) product instead: a single silent bin (P ≈ 0, log P ≈ −∞) "
-                                   "would swamp the band. The two orders give different numbers.")
+                explanation="A mel band measures the energy in a frequency range: Σ_k H_kj P_k. Its log "
+                            "compresses the dynamic range of that energy. Σ_k H_kj log P_k = log Π_k P_k^H_kj "
+                            "is a (weighted) product instead: a single silent bin (P ≈ 0, log P ≈ −∞) "
+                            "would swamp the band. The two orders give different numbers.")
 
 
 def check_quiz_3_3(fn: Callable) -> None:
     """How many of Whisper's 1,500 encoder frames cover a 5-s clip?"""
     checks.quiz("quiz 3.3 (Whisper frames)", fn, correct=250, rel_tol=1e-3,
-                       explanation="10-ms log-mel hop → 500 log-mel frames in 5 s; conv2 has stride 2 → 250 encoder "
-                                   "frames of 20 ms each (of 1,500 for the 30-s window: the other 1,250 encode padding).")
+                explanation="10-ms log-mel hop → 500 log-mel frames in 5 s; conv2 has stride 2 → 250 encoder "
+                            "frames of 20 ms each (of 1,500 for the 30-s window: the other 1,250 encode padding).")

@@ -257,10 +257,10 @@ def check_zero_shot_classify(fn: Callable) -> None:
 def check_quiz_4_1(fn: Callable) -> None:
     """The symmetric InfoNCE loss of a batch of 128 pairs when every logit is equal."""
     checks.quiz("quiz 4.1 (chance level)", fn, correct=float(np.log(128)), rel_tol=0.005,
-                       explanation="equal logits make each softmax uniform over the N = 128 candidates, so each "
-                                   "cross-entropy is −log(1/128) = log 128 ≈ 4.852, and so is their average. Only "
-                                   "*equal* logits give log N: random embeddings at a small τ give confident, "
-                                   "wrong logits and a much larger loss (§2).")
+                explanation="equal logits make each softmax uniform over the N = 128 candidates, so each "
+                            "cross-entropy is −log(1/128) = log 128 ≈ 4.852, and so is their average. Only "
+                            "*equal* logits give log N: random embeddings at a small τ give confident, "
+                            "wrong logits and a much larger loss (§2).")
 
 
 QUIZ_4_2 = {
@@ -274,8 +274,8 @@ QUIZ_4_2 = {
 def check_quiz_4_2(fn: Callable) -> None:
     """A query's only correct candidate has the 3rd-highest similarity: which recalls count it?"""
     checks.quiz("quiz 4.2 (rank and recall)", fn, correct="b", choices=QUIZ_4_2,
-                       explanation="ranks start at 1, so the 3rd most similar candidate has rank 3; R@K counts "
-                                   "rank ≤ K, so it is a hit for R@5 and R@10 and a miss for R@1.")
+                explanation="ranks start at 1, so the 3rd most similar candidate has rank 3; R@K counts "
+                            "rank ≤ K, so it is a hit for R@5 and R@10 and a miss for R@1.")
 
 
 QUIZ_4_3 = {
@@ -290,7 +290,7 @@ QUIZ_4_3 = {
 def check_quiz_4_3(fn: Callable) -> None:
     """Why is text→image R@1 lower than image→text R@1 on Flickr8k, although chance is the same?"""
     checks.quiz("quiz 4.3 (best of 5 positives)", fn, correct="b", choices=QUIZ_4_3,
-                       explanation="chance is equal in both directions (5 of 5,000 captions = 1 of 1,000 images). "
-                                   "Image→text takes the maximum over 5 positives: the clearest caption decides and "
-                                   "the vague ones cannot hurt. Text→image asks every caption, vague ones included; "
-                                   "with one caption per image, image→text drops to about the text→image level (§5).")
+                explanation="chance is equal in both directions (5 of 5,000 captions = 1 of 1,000 images). "
+                            "Image→text takes the maximum over 5 positives: the clearest caption decides and "
+                            "the vague ones cannot hurt. Text→image asks every caption, vague ones included; "
+                            "with one caption per image, image→text drops to about the text→image level (§5).")
