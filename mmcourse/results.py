@@ -8,8 +8,8 @@ a notebook's conclusions rest on come from a ``full`` run, recorded once with
 which writes ``mmcourse/results/NN_name.json``: the metrics the notebook logged
 (:func:`mmcourse.report.log_metric`), the claims it checked, and the provenance — command,
 commit, date, hardware, wall time and data sources. Notebooks call :func:`show` to print the
-recorded table next to this run's numbers, and :func:`metric` to check a full-profile claim
-against the record (:func:`mmcourse.report.claim`).
+recorded table next to this run's numbers, and :func:`mmcourse.report.claim_full` to check a
+full-profile claim against the record; :func:`metric` reads one recorded number.
 """
 from __future__ import annotations
 
