@@ -137,10 +137,13 @@ def load_report(build_dir: str | os.PathLike = "build") -> list[dict]:
     return [r for r in rows if isinstance(r, dict) and "notebook" in r]
 
 
-def _fmt_map(mapping: dict) -> str:
+def _fmt_map(mapping: dict, limit: int | None = None) -> str:
+    """``k=v, ...``; with ``limit``, the first ``limit`` entries and how many more are in report.json."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
-    return ", ".join(f"{k}={fmt(v)}" for k, v in mapping.items())
+    items = list(mapping.items())
+    shown = ", ".join(f"{k}={fmt(v)}" for k, v in items[:limit])
+    return shown + (f", … {len(items) - limit} more in report.json" if limit is not None and len(items) > limit else "")
 
 
 def _fmt_num(value, spec: str) -> str:
@@ -152,7 +155,7 @@ def summary_table(rows: list[dict]) -> str:
     head = ["notebook", "status", "seconds", "peak MiB", "profile", "data", "metrics"]
     body = [[r.get("notebook", ""), r.get("status", ""), _fmt_num(r.get("seconds"), ".1f"),
              _fmt_num(r.get("peak_rss_mb"), ".0f"), r.get("profile", ""),
-             _fmt_map(r.get("data_sources") or {}), _fmt_map(r.get("metrics") or {})]
+             _fmt_map(r.get("data_sources") or {}), _fmt_map(r.get("metrics") or {}, limit=6)]
             for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     right = {2, 3}

@@ -455,3 +455,11 @@ def test_questionnaire_answers_stay_for_self_study_and_strip_for_a_class(tmp_pat
     text = stripped.cells[0].source
     assert "Q1." in text and "Q2." in text and "variance" not in text and "Leakage" not in text
     assert "<details>" not in text and stripped.metadata["mmcourse"]["answers"] == "stripped"
+
+
+def test_summary_table_shortens_long_metric_lists():
+    metrics = {f"m{i}": float(i) for i in range(9)}
+    row = {"notebook": "08_x", "status": "ok", "seconds": 1.0, "peak_rss_mb": 1.0, "profile": "smoke",
+           "data_sources": {}, "metrics": metrics, "error": None}
+    line = summary_table([row]).splitlines()[2]
+    assert "m5=5" in line and "m6=" not in line and "3 more in report.json" in line
