@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse import metrics
-from mmcourse.attention import MultiHeadAttention, causal_mask
+from mmcourse.attention import MultiHeadAttention, causal_mask, merge_heads, scaled_dot_product_attention, split_heads
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 StepFn = Callable[[torch.Tensor], torch.Tensor]
@@ -179,6 +179,28 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(out)
         return x + self.drop(self.mlp(self.norms[2](x)))
 
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of the image, ``(R, heads, N, d_head)`` each: computed once per image."""
+        a = self.cross_attn
+        return split_heads(a.k_proj(memory), a.num_heads), split_heads(a.v_proj(memory), a.num_heads)
+
+    def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
+             memory_kv: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One new position ``x (R, 1, d)`` with the KV cache ``past`` of the earlier ones (inference only, §6).
+
+        The new query attends to the cached keys and its own: causal by construction, no mask needed.
+        Returns the output and the cache extended by this position.
+        """
+        a, c = self.self_attn, self.cross_attn
+        h = self.norms[0](x)
+        q, k, v = (split_heads(proj(h), a.num_heads) for proj in (a.q_proj, a.k_proj, a.v_proj))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        x = x + a.out_proj(merge_heads(scaled_dot_product_attention(q, k, v)[0]))
+        q = split_heads(c.q_proj(self.norms[1](x)), c.num_heads)
+        x = x + c.out_proj(merge_heads(scaled_dot_product_attention(q, *memory_kv)[0]))
+        return x + self.mlp(self.norms[2](x)), (k, v)
+
 
 class CaptionDecoder(nn.Module):
     """Visual tokens → a small Transformer decoder → next-word logits (notebook 08, §4).
@@ -245,17 +267,59 @@ def loss_fn(model: CaptionDecoder, batch: tuple[torch.Tensor, torch.Tensor], lab
 
 # ---------------------------------------------------------------- §6 decoding
 
-def decoder_step(model: CaptionDecoder, features: torch.Tensor, repeat: int = 1) -> StepFn:
+def decoder_step(model: CaptionDecoder, features: torch.Tensor, repeat: int = 1, cache: bool = True) -> StepFn:
     """A step function for :func:`beam_search`: prefixes ``(B·repeat, t)`` → log-probabilities ``(B·repeat, V)``.
 
-    The image memory is computed once; row ``r`` of the prefixes belongs to image ``r // repeat``.
+    Row ``r`` of the prefixes belongs to image ``r // repeat``; the image memory is computed once.
+    ``cache=True``: a :class:`CachedStep` (KV cache); ``cache=False`` re-runs the decoder on the
+    whole prefix at every step — the same numbers, O(t) times the work (``bench/captioning.py``).
     """
+    if cache:
+        return CachedStep(model, features, repeat)
     memory = model.encode(features).repeat_interleave(repeat, dim=0)
 
     def step(prefixes: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(model.decode(prefixes, memory)[:, -1].float(), dim=-1)
 
     return step
+
+
+class CachedStep:
+    """:func:`decoder_step` with a KV cache: each call runs the decoder on the *newest* word only (§6).
+
+    Each layer keeps the self-attention keys and values of every position seen so far, and the
+    cross-attention keys and values of the image (computed once). Beam search reorders its
+    hypotheses between calls; the cache follows them by looking up each new prefix's parent
+    (the prefix without its last word, within the same image), so the step function keeps
+    :func:`beam_search`'s plain interface. Inference only: no dropout is applied.
+    """
+
+    def __init__(self, model: CaptionDecoder, features: torch.Tensor, repeat: int = 1):
+        self.model, self.repeat = model, repeat
+        memory = model.encode(features).repeat_interleave(repeat, dim=0)
+        self.memory_kv = [layer.memory_kv(memory) for layer in model.layers]
+        self.past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.rows: dict[tuple, int] = {}
+
+    def __call__(self, prefixes: torch.Tensor) -> torch.Tensor:
+        R, t = prefixes.shape
+        keys = [(r // self.repeat, tuple(p)) for r, p in enumerate(prefixes.tolist())]
+        past: list = [None] * len(self.model.layers)
+        if t > 1:
+            try:
+                parents = torch.tensor([self.rows[(b, p[:-1])] for b, p in keys], device=prefixes.device)
+            except KeyError:
+                raise ValueError("CachedStep must see every prefix grow by one word per call, as beam_search "
+                                 "does; use decoder_step(..., cache=False) for arbitrary prefixes") from None
+            past = [(k[parents], v[parents]) for k, v in self.past]
+        m = self.model
+        x = m.embed(prefixes[:, -1:]) + m.pos(torch.tensor([t - 1], device=prefixes.device))
+        self.past = []
+        for layer, kv, memory_kv in zip(m.layers, past, self.memory_kv):
+            x, kv = layer.step(x, kv, memory_kv)
+            self.past.append(kv)
+        self.rows = {key: r for r, key in enumerate(keys)}
+        return F.log_softmax(m.out(m.norm(x))[:, -1].float(), dim=-1)
 
 
 def normalised(log_prob: torch.Tensor, length: torch.Tensor | float, alpha: float) -> torch.Tensor:
@@ -319,8 +383,8 @@ def greedy(step: StepFn, batch_size: int, bos: int, eos: int, max_len: int = 20)
 
 @torch.no_grad()
 def caption(model: CaptionDecoder, features: np.ndarray | torch.Tensor, vocab: Vocab, beam: int = 1,
-            alpha: float = 0.0, max_len: int = 20, batch_size: int = 200,
-            progress: bool = False) -> tuple[list[str], list[float]]:
+            alpha: float = 0.0, max_len: int = 20, batch_size: int = 200, progress: bool = False,
+            cache: bool = True) -> tuple[list[str], list[float]]:
     """Captions and their log-probabilities for a set of images' features ``(N, 49, d)`` (notebook 08, §6)."""
     from tqdm.auto import tqdm
 
@@ -332,7 +396,7 @@ def caption(model: CaptionDecoder, features: np.ndarray | torch.Tensor, vocab: V
         for start in tqdm(range(0, len(features), batch_size), desc=f"captioning (beam {beam})",
                           disable=not progress, leave=False):
             x = torch.as_tensor(features[start:start + batch_size]).to(dev)
-            step = decoder_step(model, x, repeat=beam)
+            step = decoder_step(model, x, repeat=beam, cache=cache)
             ids, logp = beam_search(lambda p: step(p.to(dev)), len(x), vocab.bos_id, vocab.eos_id,
                                     beam=beam, max_len=min(max_len, model.max_len - 1), alpha=alpha)
             texts += [vocab.decode(i) for i in ids]

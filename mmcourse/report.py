@@ -33,11 +33,12 @@ def _append(entry: dict[str, Any]) -> None:
         f.write(json.dumps(entry, default=float) + "\n")
 
 
-def log_metric(name: str, value: float | int | str) -> None:
-    """Print a key result and record it for ``build/report.json``."""
+def log_metric(name: str, value: float | int | str, quiet: bool = False) -> None:
+    """Print a key result and record it for ``build/report.json`` (``quiet``: a table already shows it)."""
     if hasattr(value, "item"):
         value = value.item()
-    print(f"{name}: {value}")
+    if not quiet:
+        print(f"{name}: {value}")
     _LOGGED[name] = value
     _append({"kind": "metric", "name": name, "value": value})
 

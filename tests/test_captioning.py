@@ -177,3 +177,20 @@ def test_score_is_the_metrics_times_100():
     assert s["BLEU-4"] == pytest.approx(100 * metrics.bleu(hyps, refs)[3])
     assert s["ROUGE-L"] == pytest.approx(100 * metrics.rouge_l(hyps, refs))
     assert s["CIDEr-D"] == pytest.approx(100 * metrics.cider_d(hyps, refs)[0])
+
+
+@torch.no_grad()
+def test_kv_cache_gives_the_same_log_probs_and_captions():
+    model = _decoder(seed=5)
+    feats = torch.randn(6, 4, 16)
+    for beam in (1, 3):
+        slow = captioning.beam_search(captioning.decoder_step(model, feats, beam, cache=False), 6, 1, 2, beam=beam,
+                                      max_len=9, alpha=0.7)
+        fast = captioning.beam_search(captioning.decoder_step(model, feats, beam, cache=True), 6, 1, 2, beam=beam,
+                                      max_len=9, alpha=0.7)
+        assert fast[0] == slow[0]
+        np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5, atol=1e-5)
+    step = captioning.decoder_step(model, feats[:1], cache=True)
+    step(torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="grow by one word"):
+        step(torch.tensor([[1, 5, 6]]))

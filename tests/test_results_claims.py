@@ -82,3 +82,9 @@ def test_a_full_run_checks_its_full_claims_on_its_own_metrics(tmp_path, monkeypa
     assert "✓ claim (this full-profile run): acc above 0.8" in capsys.readouterr().out
     with pytest.raises(report.ClaimFailed):
         report.claim_full("99_demo", "acc above 0.95", lambda m: m["acc_full"] > 0.95)
+
+
+def test_a_quiet_metric_is_recorded_without_printing(monkeypatch, capsys):
+    monkeypatch.setattr(report, "_LOGGED", {})
+    report.log_metric("bleu4_full", 21.0, quiet=True)
+    assert capsys.readouterr().out == "" and report._LOGGED["bleu4_full"] == 21.0
