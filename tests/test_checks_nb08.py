@@ -317,7 +317,7 @@ def test_strict_mode_raises(monkeypatch):
     (nb08.check_quiz_8_1, 100, 49, "320/32"),
     (nb08.check_quiz_8_2, 0.5488, 0.2466, "closest to the hypothesis"),
     (nb08.check_quiz_8_2, 0.5488, 0.3679, "exp(1 − 8/5)"),
-    (nb08.check_quiz_8_3, "a", "b", "log N − log df"),
+    (nb08.check_quiz_8_3, "c", "a", "log N − log df"),
 ])
 def test_quizzes(quiz_behaviour, check, right, wrong, explains):
     quiz_behaviour(check, right, wrong, explains)

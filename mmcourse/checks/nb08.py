@@ -462,12 +462,11 @@ def check_quiz_8_2(fn: Callable) -> None:
 
 
 QUIZ_8_3 = {
-    "a": "its idf weights come from the scored set: with one image, log N = log 1 = 0 and every n-gram has "
-         "document frequency 1 (clamped to 1 if no reference has it), so every weight is log 1 − log 1 = 0 and "
-         "any caption, even a copy of a reference, scores exactly 0",
-    "b": "with one image every n-gram is rare, so its idf is maximal and any caption that shares a word with "
+    "a": "with one image every n-gram is rare, so its idf is maximal and any caption that shares a word with "
          "the references gets the maximum score, 10",
-    "c": "the Gaussian length penalty estimates its σ from the scored images, and one image has no spread",
+    "b": "the Gaussian length penalty estimates its σ from the scored images, and one image has no spread",
+    "c": "its idf weights come from the scored set: with one image, log N = 0 and every document frequency is 1, "
+         "so every weight is 0 and any caption scores 0",
     "d": "nothing: the corpus score is the mean of the per-image scores, so one image's score is its CIDEr-D",
 }
 
@@ -476,16 +475,15 @@ def check_quiz_8_3(fn: Callable) -> None:
     """Quiz 8.3 (multiple choice: return the letter).
 
     Question: "Why is CIDEr-D computed on a single image meaningless?"
-    a) its idf weights come from the scored set: with one image, log N = log 1 = 0 and every n-gram has
-       document frequency 1 (clamped to 1 if no reference has it), so every weight is log 1 − log 1 = 0 and
-       any caption, even a copy of a reference, scores exactly 0
-    b) with one image every n-gram is rare, so its idf is maximal and any caption that shares a word with
+    a) with one image every n-gram is rare, so its idf is maximal and any caption that shares a word with
        the references gets the maximum score, 10
-    c) the Gaussian length penalty estimates its σ from the scored images, and one image has no spread
+    b) the Gaussian length penalty estimates its σ from the scored images, and one image has no spread
+    c) its idf weights come from the scored set: with one image, log N = 0 and every document frequency is 1,
+       so every weight is 0 and any caption scores 0
     d) nothing: the corpus score is the mean of the per-image scores, so one image's score is its CIDEr-D
     (the options are :data:`QUIZ_8_3`; a test keeps this docstring equal to them)
     """
-    checks.quiz("quiz 8.3 (CIDEr-D of one image)", fn, "a",
+    checks.quiz("quiz 8.3 (CIDEr-D of one image)", fn, "c",
                 "CIDEr-D weighs an n-gram by log N − log df, where N is the number of scored images and df the "
                 "number of them whose references contain it. With N = 1 both logs are 0, every tf-idf vector "
                 "vanishes and metrics.cider_d([caption], [refs]) is 0 whatever the caption. σ = 6 is fixed. "
