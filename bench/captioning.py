@@ -190,7 +190,7 @@ def step_images(n: int) -> tuple[Any, str]:
     return torch.rand(n, 3, 224, 224, generator=torch.Generator().manual_seed(0)), "random tensors"
 
 
-def caption_tokens(n: int):
+def random_caption_ids(n: int):
     """``(n, MAX_LEN)`` random captions: ``<bos>``, 8..22 words, ``<eos>``, right-padded (as Vocab.encode_batch)."""
     import torch
 
@@ -211,7 +211,7 @@ def train_row(dev, size: dict, recompute: bool) -> dict:
     b = size["train_batch"]
     model = fresh_decoder(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    tokens = caption_tokens(b).to(dev)
+    tokens = random_caption_ids(b).to(dev)
     cached, images, source, cnn = random_grid(b), None, "random fp16 features", None
     if recompute:
         cnn = pretrained.load("image", device=dev)[0].eval().requires_grad_(False)
