@@ -106,13 +106,11 @@ def grid_tokens(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     The spatial grid is flattened in raster order (row by row), so token ``7·r + c`` covers the
     32 × 32-pixel cell in row ``r``, column ``c`` of a 224-px image (notebook 08, §3).
     """
-    from mmcourse.image import IMAGENET_MEAN, IMAGENET_STD
+    from mmcourse.data.transforms import normalize
 
     dev = next(model.parameters()).device
-    mean = torch.tensor(IMAGENET_MEAN, device=dev)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=dev)[:, None, None]
     with torch.inference_mode():
-        fmap = model.features((images.to(dev) - mean) / std)  # (B, 1280, S/32, S/32)
+        fmap = model.features(normalize(images).to(dev))     # (B, 1280, S/32, S/32)
     return fmap.flatten(2).transpose(1, 2).cpu()               # (B, 49, 1280)
 
 
