@@ -187,4 +187,4 @@ def quiz(name: str, fn: Callable, correct: Any, explanation: str, choices: dict[
     if abs(value - correct) <= rel_tol * abs(correct) + 1e-12:
         print(f"✓ {name}: {value:g} — right. {explanation}")
         return True
-    return failed(name, f"a number within {rel_tol:.0%} of the right one", f"{value:g}", explanation)
+    return failed(name, f"a number within {100 * rel_tol:g} % of the right one", f"{value:g}", explanation)
