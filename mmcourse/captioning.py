@@ -9,7 +9,8 @@ Section by section:
 * §4 "A Transformer decoder": :class:`CaptionDecoder` (causal self-attention + cross-attention to
   the visual tokens, built from :class:`mmcourse.attention.MultiHeadAttention`), :func:`loss_fn`.
 * §6 "Decoding": :func:`greedy`, :func:`beam_search` (length-normalised, batched over images),
-  :func:`caption` (features → strings).
+  :func:`caption` (features → strings); self-critical training on CIDEr-D: :func:`sample`,
+  :func:`scst_loss`.
 * §7 "Metrics": :func:`score` — BLEU-1..4, ROUGE-L and CIDEr-D of :mod:`mmcourse.metrics` on one set.
 """
 from __future__ import annotations
@@ -402,6 +403,69 @@ def caption(model: CaptionDecoder, features: np.ndarray | torch.Tensor, vocab: V
     finally:
         model.train(was_training)
     return texts, scores
+
+
+# ---------------------------------------------------------------- §6 self-critical training
+
+@torch.no_grad()
+def sample(model: CaptionDecoder, features: torch.Tensor, bos: int, eos: int, pad: int = 0, k: int = 5,
+           max_len: int = 20) -> torch.Tensor:
+    """``k`` captions per image, each word drawn from the model's distribution (notebook 08, §6).
+
+    Returns ``(B·k, T)`` ids, image-major (rows ``i·k … i·k + k − 1`` belong to image ``i``): ``<bos>``,
+    the sampled words, ``<eos>``, then ``pad`` — the layout :func:`shift_labels` expects, so the
+    samples can be scored by the same teacher-forced forward pass as the training captions. A
+    caption that has not ended after ``max_len`` words is cut there (without ``<eos>``). ``<pad>`` and
+    ``<bos>`` are never drawn: a label-smoothed model gives them a little probability, but they are
+    not words, and a ``<pad>`` inside a caption would be skipped by the loss.
+    """
+    step = decoder_step(model, features, repeat=k, cache=True)
+    seqs = torch.full((len(features) * k, 1), bos, dtype=torch.long, device=features.device)
+    done = torch.zeros(len(seqs), dtype=torch.bool, device=features.device)
+    for _ in range(min(max_len, model.max_len - 1)):
+        logp = step(seqs)
+        logp[:, [pad, bos]] = -math.inf                 # never valid next words (label smoothing gives them mass)
+        word = torch.multinomial(logp.exp(), 1)[:, 0]
+        word = torch.where(done, torch.full_like(word, pad), word)
+        seqs = torch.cat([seqs, word[:, None]], dim=1)
+        done |= word == eos
+        if bool(done.all()):
+            break
+    return seqs
+
+
+def scst_loss(model: CaptionDecoder, batch: tuple[torch.Tensor, torch.Tensor], vocab: Vocab,
+              scorer: metrics.CiderD, k: int = 5, max_len: int = 20) -> torch.Tensor:
+    """Self-critical policy-gradient loss on CIDEr-D (Rennie et al. 2017; notebook 08, §6).
+
+    ``batch = (features (B, 49, d), image indices into the scorer's references (B,))``. For each
+    image, ``k`` captions are sampled (eval mode: no dropout), each gets the reward r = CIDEr-D
+    against its image's references, and the loss is
+
+        − Σ_captions (r − b) · log p(caption | image)  /  number of predicted tokens,
+
+    whose gradient is the REINFORCE estimate of −∇ E[r]. The baseline b of a caption is the mean
+    reward of the *other* k − 1 samples of the same image (Luo 2020's variant of the self-critical
+    baseline): captions better than their siblings are made more likely, worse ones less, and b
+    needs no extra decoding. ``log p`` is computed by one teacher-forced pass in the model's
+    current mode. The words up to and including ``<eos>`` count; padding does not.
+    """
+    if k < 2:
+        raise ValueError(f"k = {k}: the baseline is the mean reward of the other samples, so k must be at least 2")
+    features, images = batch
+    was_training = model.training
+    model.eval()
+    seqs = sample(model, features, vocab.bos_id, vocab.eos_id, vocab.pad_id, k=k, max_len=max_len)
+    model.train(was_training)
+    texts = [vocab.decode(row[1:]) for row in seqs.tolist()]
+    reward = torch.tensor(scorer(texts, torch.as_tensor(images).repeat_interleave(k).tolist()),
+                          device=features.device).view(-1, k)
+    advantage = (reward - (reward.sum(1, keepdim=True) - reward) / (k - 1)).flatten()
+    inputs, labels = shift_labels(seqs, vocab.pad_id)
+    logits = model(features.repeat_interleave(k, dim=0), inputs)
+    log_p = -F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                             reduction="none").view(labels.shape)
+    return -(advantage[:, None] * log_p).sum() / (labels != -100).sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- §7 metrics

@@ -220,22 +220,49 @@ def cider_d(hyps: Sequence[str], refs: Sequence[Sequence[str]], sigma: float = 6
     if n <= 0:
         raise ValueError(f"n-gram order n must be positive, got {n}")
     hyp_tok, ref_tok = _caption_inputs(hyps, refs)
-    df: Counter = Counter()
-    for rs in ref_tok:
-        df.update({g for r in rs for k in range(1, n + 1) for g in ngrams(r, k)})
-    log_n = math.log(len(ref_tok))
-    penalty = 2 * sigma ** 2
-    scores = []
-    for h, rs in zip(hyp_tok, ref_tok):
-        hyp_vecs = [_tfidf(ngrams(h, k), df, log_n) for k in range(1, n + 1)]
+    scorer = CiderD(ref_tok, sigma=sigma, n=n)
+    scores = [scorer.score_tokens(h, i) for i, h in enumerate(hyp_tok)]
+    return sum(scores) / len(scores), scores
+
+
+class CiderD:
+    """CIDEr-D against a FIXED corpus of references (notebook 08, §6b: the self-critical reward).
+
+    :func:`cider_d` takes its document frequencies from the images it scores. A training reward
+    must not: a batch of 50 images is a tiny corpus, so the same caption would get a different
+    reward in every batch. ``CiderD(train_refs)`` computes df and every reference's tf-idf vectors
+    once over the whole training set (as Rennie et al. 2017 do with the COCO training captions);
+    ``scorer(hyps, image_ids)`` then scores each caption against the references of its image.
+    ``refs``: one list of reference captions per image, as strings or as word lists.
+    """
+
+    def __init__(self, refs: Sequence[Sequence[str] | Sequence[list[str]]], sigma: float = 6.0, n: int = 4):
+        ref_tok = [[caption_tokens(r) if isinstance(r, str) else list(r) for r in rs] for rs in refs]
+        self.n, self.penalty = n, 2 * sigma ** 2
+        self.df: Counter = Counter()
+        for rs in ref_tok:
+            self.df.update({g for r in rs for k in range(1, n + 1) for g in ngrams(r, k)})
+        self.log_n = math.log(len(ref_tok))
+        self.refs = [[(self._vectors(r), len(r)) for r in rs] for rs in ref_tok]
+
+    def _vectors(self, words: list[str]) -> list[tuple[dict, float]]:
+        return [_tfidf(ngrams(words, k), self.df, self.log_n) for k in range(1, self.n + 1)]
+
+    def score_tokens(self, words: list[str], image: int) -> float:
+        """CIDEr-D (× 10, pycocoevalcap's scale) of one tokenised caption of image ``image``."""
+        hyp_vecs = self._vectors(words)
         total = 0.0
-        for r in rs:
-            delta = len(h) - len(r)
-            for k, (vh, nh) in enumerate(hyp_vecs, start=1):
-                vr, nr = _tfidf(ngrams(r, k), df, log_n)
+        for ref_vecs, ref_len in self.refs[image]:
+            length_penalty = math.exp(-(len(words) - ref_len) ** 2 / self.penalty)
+            for (vh, nh), (vr, nr) in zip(hyp_vecs, ref_vecs):
                 val = sum(min(w, vr.get(g, 0.0)) * vr.get(g, 0.0) for g, w in vh.items())
                 if nh != 0 and nr != 0:
                     val /= nh * nr
-                total += val * math.exp(-delta ** 2 / penalty)
-        scores.append(10.0 * total / n / len(rs))
-    return sum(scores) / len(scores), scores
+                total += val * length_penalty
+        return 10.0 * total / self.n / len(self.refs[image])
+
+    def __call__(self, hyps: Sequence[str], images: Sequence[int]) -> list[float]:
+        """Scores of captions ``hyps[i]`` of images ``images[i]`` (indices into ``refs``)."""
+        if len(hyps) != len(images):
+            raise ValueError(f"{len(hyps)} captions but {len(images)} image indices: give one image per caption")
+        return [self.score_tokens(caption_tokens(h), int(i)) for h, i in zip(hyps, images)]

@@ -194,3 +194,78 @@ def test_kv_cache_gives_the_same_log_probs_and_captions():
     step(torch.tensor([[1]]))
     with pytest.raises(ValueError, match="grow by one word"):
         step(torch.tensor([[1, 5, 6]]))
+
+
+def test_sample_layout_and_first_word_frequencies_follow_the_model():
+    model = _decoder()
+    feats = torch.randn(2, 4, 16)
+    torch.manual_seed(1)
+    seqs = captioning.sample(model, feats, bos=1, eos=2, pad=0, k=3000, max_len=6)
+    assert seqs.shape[0] == 6000 and seqs.shape[1] <= 7 and (seqs[:, 0] == 1).all()
+    for row in seqs.tolist()[:200]:                         # after <eos> only padding
+        if 2 in row[1:]:
+            assert all(t == 0 for t in row[row.index(2, 1) + 1:])
+    with torch.no_grad():                                   # rows 0..2999 are image 0: their first words
+        p = model(feats[:1], torch.tensor([[1]]))[0, -1].softmax(-1)    # follow p(w_1 | image 0)
+    freq = torch.bincount(seqs[:3000, 1], minlength=12).double() / 3000
+    p[[0, 1]] = 0                                          # <pad> and <bos> are never drawn
+    assert (freq - p.double() / p.sum()).abs().max() < 0.04 and freq[:2].sum() == 0
+
+
+def test_cider_d_scorer_keeps_the_corpus_document_frequencies():
+    refs = [["a dog runs on the grass", "a brown dog runs"], ["a man rides a bike", "a cyclist on a road"],
+            ["two children play in the water", "kids splash in a pool"]]
+    hyps = ["a dog runs", "a man on a bike", "children in the water"]
+    scorer = metrics.CiderD(refs)
+    assert scorer(hyps, [0, 1, 2]) == pytest.approx(metrics.cider_d(hyps, refs)[1], abs=1e-12)
+    # one image scored alone keeps the corpus df: the same reward as in the full set ...
+    assert scorer(hyps[:1], [0]) == pytest.approx(scorer(hyps, [0, 1, 2])[:1])
+    # ... while cider_d on that image alone is 0 (its df comes from the one image it scores)
+    assert metrics.cider_d(hyps[:1], refs[:1])[0] == 0.0 and scorer(hyps[:1], [0])[0] > 0
+    with pytest.raises(ValueError, match="one image per caption"):
+        scorer(hyps, [0, 1])
+
+
+def test_scst_loss_is_the_reinforce_estimate_with_the_mean_of_the_other_samples():
+    vocab = captioning.Vocab.build(CAPTIONS, min_count=1)
+    model = _decoder(vocab_size=len(vocab))
+    feats, images = torch.randn(2, 4, 16), torch.tensor([0, 1])
+    refs = [["a dog runs on the grass"], ["a man rides a bike"], ["two dogs play"]]
+    scorer = metrics.CiderD(refs)
+    torch.manual_seed(3)
+    loss = captioning.scst_loss(model, (feats, images), vocab, scorer, k=4, max_len=8)
+    torch.manual_seed(3)                                   # the same samples, computed by hand
+    seqs = captioning.sample(model, feats, vocab.bos_id, vocab.eos_id, vocab.pad_id, k=4, max_len=8)
+    r = torch.tensor(scorer([vocab.decode(s[1:]) for s in seqs.tolist()], [0] * 4 + [1] * 4)).view(2, 4)
+    adv = torch.stack([r[i, j] - (r[i].sum() - r[i, j]) / 3 for i in range(2) for j in range(4)])
+    logp, n = [], 0
+    for s, f in zip(seqs, feats.repeat_interleave(4, 0)):
+        words = [t for t in s.tolist()[1:] if t != vocab.pad_id]
+        lp = model(f[None], s[None, :-1])[0].log_softmax(-1)
+        logp.append(sum(lp[t, w] for t, w in enumerate(words)))
+        n += len(words)
+    want = -(adv * torch.stack(logp)).sum() / n
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        captioning.scst_loss(model, (feats, images), vocab, scorer, k=1)
+
+
+def test_scst_raises_the_reward_of_a_decoder():
+    vocab = captioning.Vocab.build(CAPTIONS, min_count=1)
+    refs = [["a dog runs on the grass"] * 2, ["a man rides a bike"] * 2, ["two dogs play"] * 2]
+    scorer = metrics.CiderD(refs)
+    torch.manual_seed(0)
+    feats = torch.randn(3, 4, 16)
+    model = captioning.CaptionDecoder(len(vocab), d_visual=16, n_visual=4, d_model=32, n_layers=1, n_heads=2,
+                                      dropout=0.0, max_len=10)
+
+    def greedy_reward() -> float:
+        texts, _ = captioning.caption(model, feats, vocab, beam=1, max_len=8)
+        return float(np.mean(scorer(texts, [0, 1, 2])))
+
+    before = greedy_reward()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):            # seeds 0, 1, 2 reach 1.8, 2.2, 3.5 (from below 0.1)
+        loss = captioning.scst_loss(model, (feats, torch.arange(3)), vocab, scorer, k=16, max_len=8)
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert greedy_reward() > before + 1.0
