@@ -48,7 +48,8 @@ images of one patient in one split get the same variables and the same note, wha
 of the records and on any machine or library version (no RNG stream is involved). The
 *encounter* is the official split (``train``, which the carved ``val`` belongs to, or ``test``): 170
 of the 202 ``personN`` keys of the test set also occur in train, with other image numbers and
-often another subtype, so they are not known to be the same children — and if the notes were seeded by
+always the other subtype (viral on one side, bacterial on the other), so they are probably not
+the same children — and if the notes were seeded by
 the key alone, an exact copy of a training note would mark a test image as pneumonia (no NORMAL
 key is shared), a leak of its own.
 
