@@ -1,4 +1,4 @@
-"""Audio helpers (notebooks 03_audio_encoders and 10_audio_language)."""
+"""Audio helpers (notebooks 03_audio_encoders and 10_audio_llm)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 
@@ -198,22 +199,32 @@ def whisper_frames(n_samples: int, sample_rate: int = 16000) -> int:
     return int(min(WHISPER_SECONDS * 50, max(1, int(np.ceil(seconds * 50)))))
 
 
+def _resample_16k(wave: np.ndarray | torch.Tensor, sample_rate: int, target: int) -> np.ndarray:
+    w = torch.as_tensor(np.asarray(wave), dtype=torch.float32)
+    if w.ndim != 1:
+        raise ValueError(f"expected a mono 1-D waveform, got shape {tuple(w.shape)}")
+    if sample_rate != target:
+        w = torchaudio.functional.resample(w, sample_rate, target)
+    return w[: WHISPER_SECONDS * target].numpy()
+
+
 @torch.no_grad()
 def whisper_encode(model, processor, waves: list[np.ndarray | torch.Tensor], sample_rate: int,
-                   pool: bool = True) -> torch.Tensor:
-    """Whisper encoder features of a batch of mono clips (notebook 03, §5).
+                   pool: bool = True, trim: bool = False) -> torch.Tensor | list[torch.Tensor]:
+    """Whisper encoder features of a batch of mono clips (notebook 03, §5; notebook 10, §Length).
 
-    Each clip is resampled to 16 kHz, padded to 30 s by the feature extractor and encoded to
-    ``(1500, d)``. ``pool=True`` returns the mean over the frames that cover real audio only
-    (:func:`whisper_frames`), shape ``(B, d)``; ``pool=False`` the full ``(B, 1500, d)``.
+    Each clip is resampled to 16 kHz. ``trim=False`` (Whisper as trained): the feature extractor
+    pads it to 30 s and the encoder returns ``(1500, d)``; ``pool=True`` averages the frames that
+    cover real audio only (:func:`whisper_frames`), shape ``(B, d)``, ``pool=False`` gives the full
+    ``(B, 1500, d)``. ``trim=True`` runs the encoder on the real length only
+    (:func:`whisper_frames_trimmed`): ``pool=True`` averages all its frames, ``(B, d)``;
+    ``pool=False`` returns a list of ``(T_i, d)`` tensors, one per clip (lengths differ).
     """
     target = processor.feature_extractor.sampling_rate
-    clips = []
-    for w in waves:
-        w = torch.as_tensor(np.asarray(w), dtype=torch.float32)
-        if sample_rate != target:
-            w = torchaudio.functional.resample(w, sample_rate, target)
-        clips.append(w[: WHISPER_SECONDS * target].numpy())
+    clips = [_resample_16k(w, sample_rate, target) for w in waves]
+    if trim:
+        frames = [whisper_frames_trimmed(model, processor, c, target) for c in clips]
+        return torch.stack([f.mean(0) for f in frames]) if pool else frames
     feats = processor.feature_extractor(clips, sampling_rate=target, return_tensors="pt").input_features
     hidden = model.model.encoder(feats.to(model.device, model.dtype)).last_hidden_state.float().cpu()
     if not pool:
@@ -221,3 +232,47 @@ def whisper_encode(model, processor, waves: list[np.ndarray | torch.Tensor], sam
     n = torch.tensor([whisper_frames(len(c), target) for c in clips])
     mask = (torch.arange(hidden.shape[1])[None, :] < n[:, None]).float()  # (B, 1500)
     return (hidden * mask[..., None]).sum(1) / n[:, None]
+
+
+# ---------------------------------------------------------------- notebook 10: the encoder on the real length
+
+def encoder_forward(encoder: torch.nn.Module, input_features: torch.Tensor) -> torch.Tensor:
+    """Whisper's encoder on any even number of log-mel frames up to 3,000 (notebook 10, §Length).
+
+    ``input_features`` (B, 80, T_mel) -> (B, T_mel / 2, d). The same computation as
+    ``WhisperEncoder.forward`` (two convolutions, sinusoidal positions, the transformer layers, a
+    final LayerNorm), except that only the first ``T_mel / 2`` position embeddings are added
+    instead of all 1,500 — the trick Ultravox uses. Transformers refuses anything but 3,000
+    frames; at 3,000 frames this function equals it (a test checks). Eval mode only: no dropout.
+    """
+    t_mel = input_features.shape[-1]
+    limit = encoder.embed_positions.num_embeddings * encoder.conv1.stride[0] * encoder.conv2.stride[0]
+    if input_features.ndim != 3 or t_mel > limit or t_mel % 2 or t_mel < 2:
+        raise ValueError(f"encoder_forward expects (B, n_mels, T_mel) with T_mel even and at most {limit}, got shape "
+                         f"{tuple(input_features.shape)}; pad the waveform to a multiple of 320 samples (20 ms)")
+    if encoder.training:
+        raise ValueError("encoder_forward is for a frozen encoder in eval mode (it applies no dropout); call .eval()")
+    x = F.gelu(encoder.conv1(input_features))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)  # (B, T_mel / 2, d)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    for layer in encoder.layers:
+        x = layer(x, None)
+    return encoder.layer_norm(x)
+
+
+@torch.no_grad()
+def whisper_frames_trimmed(model, processor, wave: np.ndarray, sample_rate: int = 16000) -> torch.Tensor:
+    """Encoder frames ``(T, d)`` of one clip without the 30-s padding (notebook 10, §Length).
+
+    The clip (16 kHz after resampling) is padded with zeros to a whole number of 20-ms frames,
+    so ``T = ceil(seconds * 50)`` as in :func:`whisper_frames`; the log-mel frames are the feature
+    extractor's own (``padding="longest"``), then :func:`encoder_forward`.
+    """
+    target = processor.feature_extractor.sampling_rate
+    clip = _resample_16k(wave, sample_rate, target)
+    step = 2 * WHISPER_HOP
+    clip = np.pad(clip, (0, -len(clip) % step)) if len(clip) else np.zeros(step, np.float32)
+    feats = processor.feature_extractor(clip, sampling_rate=target, padding="longest",
+                                        return_tensors="pt").input_features  # (1, 80, len / 160)
+    hidden = encoder_forward(model.model.encoder, feats.to(model.device, model.dtype))
+    return hidden[0].float().cpu()

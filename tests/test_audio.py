@@ -97,3 +97,45 @@ def test_pcm16_to_log_mel_is_the_loaders_transform_of_the_same_integers():
     assert ours.shape == (64, audio.num_frames(4000, 256, 80)) and torch.isfinite(ours).all()
     loader = log_mel(torch.from_numpy(audio.pcm16_to_float(pcm)), 8000)
     assert torch.allclose(ours, loader, atol=1e-5)
+
+
+# ---------------------------------------------------------------- notebook 10: the encoder on the real length
+
+@pytest.fixture(scope="module")
+def whisper(models_ready):
+    from mmcourse import pretrained
+    return pretrained.load("audio")
+
+
+@pytest.mark.models
+def test_encoder_forward_equals_transformers_at_30_s_and_refuses_odd_lengths(whisper):
+    model, processor = whisper
+    wave = (0.1 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
+    feats = processor.feature_extractor(wave, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        ref = model.model.encoder(feats).last_hidden_state
+        mine = audio.encoder_forward(model.model.encoder, feats)
+    assert mine.shape == (1, 1500, 384)
+    torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="T_mel even"):
+        audio.encoder_forward(model.model.encoder, feats[..., :101])
+    with pytest.raises(ValueError, match="at most 3000"):
+        audio.encoder_forward(model.model.encoder, torch.cat([feats, feats[..., :2]], -1))
+
+
+@pytest.mark.models
+def test_trimmed_frames_cover_the_real_length_and_differ_from_padded_ones(whisper):
+    """Short clips: ceil(seconds * 50) frames; the features are close to, not equal to, the padded ones."""
+    model, processor = whisper
+    t = np.arange(int(0.43 * 8000)) / 8000
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) * np.hanning(len(t))).astype(np.float32)
+    trimmed = audio.whisper_frames_trimmed(model, processor, wave, 8000)
+    assert trimmed.shape == (audio.whisper_frames(len(wave), 8000), 384) == (22, 384)
+    padded = audio.whisper_encode(model, processor, [wave], 8000, pool=False)[0, :22]
+    cos = torch.nn.functional.cosine_similarity(trimmed, padded, dim=-1)
+    assert 0.3 < float(cos.mean()) < 0.999  # attention over 22 positions instead of 1,500 changes them
+    pooled = audio.whisper_encode(model, processor, [wave, wave[:2000]], 8000, trim=True)
+    assert pooled.shape == (2, 384)
+    torch.testing.assert_close(pooled[0], trimmed.mean(0))
+    frames = audio.whisper_encode(model, processor, [wave, wave[:2000]], 8000, pool=False, trim=True)
+    assert [f.shape[0] for f in frames] == [22, 13]
