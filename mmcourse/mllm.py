@@ -16,8 +16,10 @@ Section by section (notebook 08):
   positions; :class:`MultimodalLM` is the whole model, :func:`loss_fn` its loss for ``train.fit``.
 * §Generation: :func:`generate` (greedy or beam search from ``inputs_embeds``) and :func:`decode`.
 
-Conventions: ``features[modality]`` is ``(n_present, N_m, d)``: one row per example of the batch
-that *has* that modality, in batch order, each with the same number ``N_m`` of tokens.
+Conventions: ``features[modality]`` holds one entry per example of the batch that *has* that
+modality, in batch order: a ``(n_present, N_m, d)`` tensor when every example has the same number
+``N_m`` of tokens (image grids), or a list of ``(N_i, d)`` tensors when the numbers differ (audio
+clips of different lengths, notebook 10: a 0.4-s digit and a 5-s dog bark become 5 and 62 tokens).
 """
 from __future__ import annotations
 
@@ -167,7 +169,8 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right"
 
     Returns ``input_ids`` (pads: ``pad_id``), ``attention_mask`` (pads: 0), ``labels`` (pads:
     -100; only when the examples have labels) and ``features``: ``{modality: (n_present, N_m, d)}``
-    stacked over the examples that have that modality, in batch order. ``side="left"`` for
+    stacked over the examples that have that modality, in batch order, or a list of ``(N_i, d)``
+    when their numbers of tokens differ (audio; see the module's conventions). ``side="left"`` for
     batched generation (a decoder-only LM continues from the last position of each row).
     """
     if side not in ("left", "right"):
@@ -199,22 +202,38 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right"
     batch: dict[str, Any] = {name: torch.tensor(r, dtype=torch.long) for name, r in rows.items()}
     batch["features"] = {}
     for m, fs in feats.items():
-        if len({tuple(f.shape) for f in fs}) > 1:
-            raise ValueError(f"the {m} features of this batch differ in shape: {sorted({tuple(f.shape) for f in fs})}"
-                             f"; every example needs the same number of {m} tokens")
-        batch["features"][m] = torch.stack(fs)
+        if len({f.shape[1] for f in fs}) > 1:
+            raise ValueError(f"the {m} features of this batch differ in size: {sorted({tuple(f.shape) for f in fs})}"
+                             f"; every {m} token needs the same number of features (the encoder's width)")
+        same = len({f.shape[0] for f in fs}) == 1
+        batch["features"][m] = torch.stack(fs) if same else list(fs)
     return batch
 
 
 # ---------------------------------------------------------------- §Merge
 
-def merge(embeds: torch.Tensor, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
+def _as_rows(f: torch.Tensor | Sequence[torch.Tensor], m: str, d: int) -> tuple[torch.Tensor, list[int]]:
+    """``features[m]`` as all its tokens in a row ``(sum N_i, d)`` and the tokens per example ``[N_i]``."""
+    rows = list(f) if isinstance(f, (list, tuple)) else None
+    if rows is not None:
+        if not rows or any(r.ndim != 2 or r.shape[-1] != d for r in rows):
+            raise ValueError(f"features[{m!r}] as a list needs one (N_i, {d}) tensor per example, got shapes "
+                             f"{[tuple(r.shape) for r in rows]}; project the features to the LM's size first")
+        return torch.cat(rows), [r.shape[0] for r in rows]
+    if f.ndim != 3 or f.shape[-1] != d:
+        raise ValueError(f"features[{m!r}] must be (n_present, N_m, {d}) to match the "
+                         f"embeddings, got {tuple(f.shape)}; project the features to the LM's size first")
+    return f.reshape(-1, d), [f.shape[1]] * f.shape[0]
+
+
+def merge(embeds: torch.Tensor, input_ids: torch.Tensor,
+          features: dict[str, torch.Tensor | Sequence[torch.Tensor]]) -> torch.Tensor:
     """Write ``features[m]`` into ``embeds`` where ``input_ids == PLACEHOLDER[m]`` (notebook 08, §Merge).
 
-    ``embeds`` (B, L, d), ``input_ids`` (B, L), ``features[m]`` (n_present, N_m, d). Rows of
-    ``features[m]`` fill the placeholder positions in row-major order: example order, then
-    token order. Returns a new tensor (``embeds`` is not modified); gradients flow to both
-    ``embeds`` and the features.
+    ``embeds`` (B, L, d), ``input_ids`` (B, L), ``features[m]`` (n_present, N_m, d) or a list of
+    ``(N_i, d)`` (notebook 10). Rows of ``features[m]`` fill the placeholder positions in row-major
+    order: example order, then token order. Returns a new tensor (``embeds`` is not modified);
+    gradients flow to both ``embeds`` and the features.
     """
     out = embeds
     present = {m for m, pid in PLACEHOLDER.items() if bool((input_ids == pid).any())}
@@ -225,17 +244,16 @@ def merge(embeds: torch.Tensor, input_ids: torch.Tensor, features: dict[str, tor
         _check_modalities([m], "features")
         where = input_ids == PLACEHOLDER[m]  # (B, L)
         per_row = where.sum(dim=1)
-        rows = per_row[per_row > 0]
-        if f.ndim != 3 or f.shape[-1] != embeds.shape[-1]:
-            raise ValueError(f"features[{m!r}] must be (n_present, N_m, {embeds.shape[-1]}) to match the "
-                             f"embeddings, got {tuple(f.shape)}; project the features to the LM's size first")
-        n_present, n_tok = f.shape[:2]
-        if len(rows) != n_present or bool((rows != n_tok).any()):
+        rows = per_row[per_row > 0].tolist()
+        flat, counts = _as_rows(f, m, embeds.shape[-1])
+        if rows != counts:
+            given = (f"{len(counts)} x {counts[0]} = {sum(counts)}" if len(set(counts)) == 1 else
+                     f"{counts} = {sum(counts)}")
             raise ValueError(f"{m}: input_ids have {int(per_row.sum())} placeholder positions in {len(rows)} examples "
-                             f"({rows.tolist()} per example), but features[{m!r}] gives {n_present} x {n_tok} = "
-                             f"{n_present * n_tok}; use prompt_ids with n_tokens[{m!r}]={n_tok} for exactly the "
-                             f"examples that carry {m} features")
-        out = out.masked_scatter(where.unsqueeze(-1), f.to(out.dtype))  # out of place: autograd-safe
+                             f"({rows} per example), but features[{m!r}] gives {given}; use prompt_ids with "
+                             f"n_tokens[{m!r}] = each example's number of tokens, for exactly the examples that carry "
+                             f"{m} features")
+        out = out.masked_scatter(where.unsqueeze(-1), flat.to(out.dtype))  # out of place: autograd-safe
     return out
 
 
@@ -247,7 +265,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 class MultimodalLM(nn.Module):
     """A causal LM whose prompt embeddings get projected encoder tokens (notebook 08, §Merge).
 
-    ``projectors[modality]`` maps that modality's features ``(n, N, d_enc)`` to ``(n, N, d_lm)``.
+    ``projectors[modality]`` maps that modality's features ``(n, N, d_enc)`` to ``(n, N, d_lm)``
+    (a list of ``(N_i, d_enc)`` is projected one clip at a time).
     Placeholder ids are negative, so :meth:`embed` looks up ``input_ids.clamp(min=0)`` (id 0
     there is overwritten by :func:`merge`).
     """
@@ -276,7 +295,11 @@ class MultimodalLM(nn.Module):
         for m, f in (features or {}).items():
             if m not in self.projectors:
                 raise ValueError(f"no projector for {m!r} features; this model has {sorted(self.projectors)}")
-            projected[m] = self.projectors[m](f.to(embeds.device))
+            proj = self.projectors[m]
+            if isinstance(f, (list, tuple)):  # clips of different lengths: each its own number of tokens
+                projected[m] = [proj(x.to(embeds.device)[None])[0] for x in f]
+            else:
+                projected[m] = proj(f.to(embeds.device))
         return merge(embeds, input_ids, projected)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,

@@ -124,6 +124,60 @@ def test_collate_rejects_features_that_do_not_match_the_placeholders():
         mllm.collate([ex], pad_id=2, side="middle")
 
 
+def variable_audio_examples(seed: int = 0) -> list[dict]:
+    """Audio clips of 1, 4 and 2 tokens (notebook 10), with answers and labels."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in (1, 4, 2):
+        ids = [1, 5] + [AUD] * n + torch.randint(3, 100, (2,), generator=g).tolist()
+        answer = torch.randint(3, 100, (2,), generator=g).tolist() + [2]
+        out.append({"input_ids": ids + answer, "labels": [IGNORE] * len(ids) + answer,
+                    "features": {"audio": torch.randn(n, D_AUD, generator=g)}})
+    return out
+
+
+def test_collate_keeps_clips_of_different_lengths_as_a_list():
+    exs = variable_audio_examples()
+    b = mllm.collate(exs, pad_id=2)
+    assert isinstance(b["features"]["audio"], list)
+    assert [f.shape for f in b["features"]["audio"]] == [(1, D_AUD), (4, D_AUD), (2, D_AUD)]
+    assert all(torch.equal(f, ex["features"]["audio"]) for f, ex in zip(b["features"]["audio"], exs))
+    wrong_width = [exs[0], dict(exs[1], features={"audio": torch.zeros(4, D_AUD + 1)})]
+    with pytest.raises(ValueError, match="differ in size"):
+        mllm.collate(wrong_width, pad_id=2)
+
+
+def test_variable_length_batch_equals_each_example_alone(model):
+    """The loss terms, logits and generations of a batch of clips of 1, 4 and 2 tokens are each clip's own."""
+    exs = variable_audio_examples()
+    b = mllm.collate(exs, pad_id=2)
+    logits = model(b["input_ids"], b["attention_mask"], features=b["features"]).logits
+    for i, ex in enumerate(exs):
+        one = mllm.collate([ex], pad_id=2)
+        assert torch.is_tensor(one["features"]["audio"])  # a single clip stacks as usual
+        alone = model(one["input_ids"], one["attention_mask"], features=one["features"]).logits[0]
+        torch.testing.assert_close(logits[i, :len(ex["input_ids"])], alone, atol=1e-5, rtol=1e-5)
+    prompts = [{"input_ids": e["input_ids"][:-3], "features": e["features"]} for e in exs]
+    left = mllm.collate(prompts, pad_id=2, side="left")
+    batch_gen = mllm.generate(model, left["input_ids"], left["attention_mask"], left["features"], max_new_tokens=5)
+    singles = []
+    for ex in prompts:
+        one = mllm.collate([ex], pad_id=2)
+        singles += mllm.generate(model, one["input_ids"], one["attention_mask"], one["features"], max_new_tokens=5)
+    assert batch_gen == singles
+
+
+def test_merge_checks_each_clip_of_a_list():
+    ids = torch.tensor([[5, AUD, AUD, 6], [AUD, 8, 9, 10]])
+    embeds = torch.zeros(2, 4, 3)
+    out = mllm.merge(embeds, ids, {"audio": [torch.ones(2, 3), 2 * torch.ones(1, 3)]})
+    assert out[0, 1:3].eq(1).all() and out[1, 0].eq(2).all() and out[0, 0].eq(0).all()
+    with pytest.raises(ValueError, match=r"\[2, 1\] per example.*\[1, 2\] = 3"):
+        mllm.merge(embeds, ids, {"audio": [torch.ones(1, 3), torch.ones(2, 3)]})  # right total, wrong clips
+    with pytest.raises(ValueError, match="one \\(N_i, 3\\) tensor per example"):
+        mllm.merge(embeds, ids, {"audio": [torch.ones(2, 3), torch.ones(1, 4)]})
+
+
 # ---------------------------------------------------------------- §Merge
 
 def test_merged_positions_hold_exactly_the_projected_features(model):
