@@ -266,3 +266,79 @@ class CiderD:
         if len(hyps) != len(images):
             raise ValueError(f"{len(hyps)} captions but {len(images)} image indices: give one image per caption")
         return [self.score_tokens(caption_tokens(h), int(i)) for h, i in zip(hyps, images)]
+
+
+# ---- word error rate (notebook 10, §Evaluation)
+
+def edit_table(ref: Sequence[str], hyp: Sequence[str]) -> list[list[int]]:
+    """Levenshtein table over words (notebook 10, §Evaluation): ``D[i][j]`` = the fewest edits
+    (substitutions, deletions, insertions, each costing 1) that turn ``ref[:i]`` into ``hyp[:j]``.
+
+    ``D[i][0] = i`` (delete everything), ``D[0][j] = j`` (insert everything), and
+    ``D[i][j] = min(D[i-1][j] + 1, D[i][j-1] + 1, D[i-1][j-1] + (ref[i-1] != hyp[j-1]))``.
+    """
+    table = [[i + j if i == 0 or j == 0 else 0 for j in range(len(hyp) + 1)] for i in range(len(ref) + 1)]
+    for i in range(1, len(ref) + 1):
+        for j in range(1, len(hyp) + 1):
+            table[i][j] = min(table[i - 1][j] + 1,                              # delete ref[i-1]
+                              table[i][j - 1] + 1,                              # insert hyp[j-1]
+                              table[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))  # substitute, or a match
+    return table
+
+
+def word_edits(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int, int]:
+    """(substitutions, deletions, insertions) of a minimum edit alignment of two word lists (notebook 10, §Evaluation).
+
+    Their sum, the edit distance, is the same for every minimum alignment, but its split is not:
+    "a b" -> "b a" is 2 substitutions, or 1 deletion + 1 insertion. We break the ties as
+    rapidfuzz does (Hyyrö 2004; jiwer uses rapidfuzz), so the three counts equal
+    ``jiwer.process_words``: the common first and last words are matched first, then the
+    table (:func:`edit_table`) is walked back from the end, taking at each cell
+
+    1. a deletion if it is optimal, ``D[i-1][j] + 1 == D[i][j]``;
+    2. else an insertion if ``D[i][j-1] < D[i-1][j-1]`` (it is then optimal);
+    3. else the diagonal: a match, or a substitution.
+    """
+    ref, hyp = list(ref), list(hyp)
+    while ref and hyp and ref[0] == hyp[0]:  # common prefix and suffix: matches
+        ref, hyp = ref[1:], hyp[1:]
+    while ref and hyp and ref[-1] == hyp[-1]:
+        ref, hyp = ref[:-1], hyp[:-1]
+    table = edit_table(ref, hyp)
+    i, j, subs, dels, ins = len(ref), len(hyp), 0, 0, 0
+    while i > 0 and j > 0:
+        if table[i - 1][j] + 1 == table[i][j]:
+            dels, i = dels + 1, i - 1
+        elif table[i][j - 1] < table[i - 1][j - 1]:
+            ins, j = ins + 1, j - 1
+        else:
+            subs, i, j = subs + (ref[i - 1] != hyp[j - 1]), i - 1, j - 1
+    return subs, dels + i, ins + j  # what is left at an edge: deletions, or insertions
+
+
+def wer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
+    """Corpus word error rate: Σ (S + D + I) / Σ reference words (notebook 10, §Evaluation), as ``jiwer.wer``.
+
+    ``references[i]`` and ``hypotheses[i]`` are sentences, split into words on whitespace and
+    compared as they are: normalise both first (:func:`mmcourse.answers.normalise`), or "Seven." and
+    "seven" count as a substitution. The edits and the words are summed over the corpus before
+    dividing, so long sentences weigh more than short ones. WER can exceed 1 (insertions).
+    """
+    refs = [references] if isinstance(references, str) else list(references)
+    hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses: give one hypothesis per reference")
+    if not refs:
+        raise ValueError("no sentences to score: references and hypotheses are empty")
+    edits = words = 0
+    for i, (r, h) in enumerate(zip(refs, hyps)):
+        if not isinstance(r, str) or not isinstance(h, str):
+            raise ValueError(f"sentence {i} must be two strings, got {type(r).__name__} and {type(h).__name__}; "
+                             "join a word list with ' '.join(words)")
+        ref_words = r.split()
+        if not ref_words:
+            raise ValueError(f"reference {i} is empty: WER divides by the number of reference words; "
+                             "drop the sentence, or score it apart")
+        edits += sum(word_edits(ref_words, h.split()))
+        words += len(ref_words)
+    return edits / words
