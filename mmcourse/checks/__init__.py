@@ -17,7 +17,7 @@ for the kernels nbval starts (``tests/conftest.py``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,3 +188,21 @@ def quiz(name: str, fn: Callable, correct: Any, explanation: str, choices: dict[
         print(f"✓ {name}: {value:g} — right. {explanation}")
         return True
     return failed(name, f"a number within {100 * rel_tol:g} % of the right one", f"{value:g}", explanation)
+
+
+def quiz_with_hints(name: str, fn: Callable, correct: float, explanation: str, rel_tol: float,
+                    hints: Sequence[tuple[float, str]]) -> bool:
+    """A number :func:`quiz` whose explanation starts with a specific hint when the answer is a known
+    wrong one (``hints``: (wrong value, hint) pairs, matched within 0.1 %)."""
+    given = attempt(name, fn)
+    if is_pending(given):
+        return False
+    try:
+        value = float(given)
+    except (TypeError, ValueError):
+        value = None
+    for wrong, hint in hints:
+        if value is not None and abs(value - wrong) <= 1e-3 * abs(wrong):
+            explanation = f"{hint} {explanation}"
+            break
+    return quiz(name, lambda: given, correct, explanation, rel_tol=rel_tol)

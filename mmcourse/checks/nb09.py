@@ -546,29 +546,12 @@ def _check_operating_case(name: str, fn: Callable, y_val: np.ndarray, s_val: np.
 
 # --------------------------------------------------------------------------- quizzes
 
-def _quiz_with_hints(name: str, fn: Callable, correct: float, explanation: str, rel_tol: float,
-                     hints: Sequence[tuple[float, str]]) -> None:
-    """A number quiz whose explanation starts with a specific hint when the answer is a known wrong one."""
-    given = checks.attempt(name, fn)
-    if checks.is_pending(given):
-        return
-    try:
-        value = float(given)
-    except (TypeError, ValueError):
-        value = None
-    for wrong, hint in hints:
-        if value is not None and abs(value - wrong) <= 1e-3 * abs(wrong):
-            explanation = f"{hint} {explanation}"
-            break
-    checks.quiz(name, lambda: given, correct, explanation, rel_tol=rel_tol)
-
-
 def check_quiz_9_1(fn: Callable) -> None:
     """Quiz 9.1 (a number).
 
     Question: "Kermany test set: 234 normal, 390 pneumonia. Accuracy of a model that always says pneumonia?"
     """
-    _quiz_with_hints(
+    checks.quiz_with_hints(
         "quiz 9.1 (majority baseline)", fn, 390 / 624,
         "Always saying pneumonia is right for every pneumonia case: 390 / (234 + 390) = 390 / 624 = 0.625, "
         "with sensitivity 1 and specificity 0. Every accuracy on this test set must be compared with this "
@@ -614,7 +597,7 @@ def check_quiz_9_3(fn: Callable) -> None:
     """
     sens, spec, prev = 0.95, 0.80, 0.05
     ppv = sens * prev / (sens * prev + (1 - spec) * (1 - prev))
-    _quiz_with_hints(
+    checks.quiz_with_hints(
         "quiz 9.3 (PPV at 5 % prevalence)", fn, ppv,
         "Bayes: PPV = sens · prev / (sens · prev + (1 − spec) · (1 − prev)) = 0.95 · 0.05 / (0.0475 + "
         "0.20 · 0.95) = 0.0475 / 0.2375 = 0.20. Of 1,000 children, 50 have pneumonia and 47.5 test positive; "

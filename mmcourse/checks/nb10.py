@@ -563,30 +563,13 @@ def check_parse_answers(fn: Callable) -> None:
 
 # --------------------------------------------------------------------------- quizzes
 
-def _quiz_with_hints(name: str, fn: Callable, correct: float, explanation: str, rel_tol: float,
-                     hints: Sequence[tuple[float, str]]) -> None:
-    """A number quiz whose explanation starts with a specific hint when the answer is a known wrong one."""
-    given = checks.attempt(name, fn)
-    if checks.is_pending(given):
-        return
-    try:
-        value = float(given)
-    except (TypeError, ValueError):
-        value = None
-    for wrong, hint in hints:
-        if value is not None and abs(value - wrong) <= 1e-3 * abs(wrong):
-            explanation = f"{hint} {explanation}"
-            break
-    checks.quiz(name, lambda: given, correct, explanation, rel_tol=rel_tol)
-
-
 def check_quiz_10_1(fn: Callable) -> None:
     """Quiz 10.1 (a number).
 
     Question: "Whisper's encoder gives 50 frames per second. How many audio tokens per second does the LLM
     get after stacking k = 4 frames?"
     """
-    _quiz_with_hints(
+    checks.quiz_with_hints(
         "quiz 10.1 (audio tokens per second)", fn, 12.5,
         "Stacking k = 4 consecutive frames into one token divides the rate by 4: 50 / 4 = 12.5 tokens per second "
         "(each of 4 × 384 = 1,536 features for Whisper tiny). A 1-s digit costs about 12 tokens, a 5-s ESC-10 "
@@ -631,7 +614,7 @@ def check_quiz_10_3(fn: Callable) -> None:
 
     Question: "A clip padded to Whisper's 30 s, then stacked with k = 4: how many audio tokens does the LLM get?"
     """
-    _quiz_with_hints(
+    checks.quiz_with_hints(
         "quiz 10.3 (tokens of a padded clip)", fn, 375,
         "Whisper's encoder turns 30 s (3,000 mel frames at 100 per second, halved by its strided convolution) "
         "into 1,500 frames; stacking k = 4 gives 1,500 / 4 = 375 tokens, whatever the clip's real length. A 1-s "
