@@ -382,6 +382,23 @@ def generate(model: MultimodalLM, input_ids: torch.Tensor, attention_mask: torch
     return result
 
 
+def derangement(n: int, seed: int) -> list[int]:
+    """A random permutation of ``range(n)`` with no fixed point (notebook 10, §Controls).
+
+    For the shuffled-audio control: example ``i`` gets the features of example ``result[i]``,
+    never its own, so the control can never hear the true clip. Drawn with
+    ``np.random.default_rng(seed)`` and redrawn until no ``i`` maps to itself (about e ≈ 2.7 draws).
+    """
+    import numpy as np
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n}")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if (perm != np.arange(n)).all():
+            return [int(j) for j in perm]
+
+
 def decode(tokenizer: Any, ids_list: Sequence[Sequence[int]]) -> list[str]:
     """Token ids -> text, special tokens dropped and whitespace stripped (notebook 08, §Generation)."""
     return [t.strip() for t in tokenizer.batch_decode([list(ids) for ids in ids_list], skip_special_tokens=True)]

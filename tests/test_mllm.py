@@ -378,3 +378,14 @@ def test_generate_from_embeddings_matches_hf_text_generation(smol):
     assert uncached == out and alone == out[1:]
     texts = mllm.decode(tok, out)
     assert texts[0] == tok.decode(out[0]).strip() and "<|im_end|>" not in "".join(texts)
+
+
+def test_derangement_moves_every_example_and_is_reproducible():
+    for n in (2, 3, 10, 50):
+        for seed in range(10):
+            perm = mllm.derangement(n, seed)
+            assert sorted(perm) == list(range(n)) and all(p != i for i, p in enumerate(perm))
+            assert perm == mllm.derangement(n, seed)
+    assert len({tuple(mllm.derangement(10, s)) for s in range(10)}) > 5  # the seed matters
+    with pytest.raises(ValueError, match="at least 2"):
+        mllm.derangement(1, 0)

@@ -258,19 +258,14 @@ def _check_labels_case(name: str, fn: Callable, prompt: list[int], answer: list[
 def reference_shuffled_control(features: Sequence[Any], seed: int) -> list[Any]:
     """Each clip gets the features of ANOTHER clip: a random derangement (notebook 10, §Evaluation, controls).
 
-    A permutation drawn with ``np.random.default_rng(seed)`` and redrawn until no clip keeps its
-    own features (about e ≈ 2.7 draws on average): a clip that kept its own audio would leak the
+    :func:`mmcourse.mllm.derangement`: a permutation drawn with ``np.random.default_rng(seed)`` and
+    redrawn until no clip keeps its own features (about e ≈ 2.7 draws on average): a clip that kept its own audio would leak the
     true answer into a control meant to have none. Real clips, each used once: the control sees
     features from the right distribution, only not the right ones.
     """
-    n = len(features)
-    if n < 2:
-        raise ValueError(f"a shuffled control needs at least 2 clips, got {n}")
-    rng = np.random.default_rng(seed)
-    while True:
-        source = rng.permutation(n)
-        if (source != np.arange(n)).all():
-            return [features[int(j)] for j in source]
+    if len(features) < 2:
+        raise ValueError(f"a shuffled control needs at least 2 clips, got {len(features)}")
+    return [features[j] for j in mllm.derangement(len(features), seed)]
 
 
 #: (number of clips, seeds the check runs): N = 2 has a single derangement, the swap
