@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,23 +12,30 @@ import torch.nn.functional as F
 import torchaudio
 
 
-def transcribe(model, processor, waveform: np.ndarray, sampling_rate: int, prompt: str | None = None,
-               peak: float | None = None, max_new_tokens: int = 20) -> str:
-    """Resample to 16 kHz (torchaudio.functional.resample), optionally peak-normalise to `peak`,
-    run greedy decoding with optional prompt_ids (processor.get_prompt_ids(prompt, return_tensors='pt')),
-    return the text without the prompt. Notebook 03/10 explain it.
+def transcribe(model, processor, waveform: np.ndarray | Sequence[np.ndarray], sampling_rate: int,
+               prompt: str | None = None, peak: float | None = None, max_new_tokens: int = 20,
+               batch_size: int = 16) -> str | list[str]:
+    """Whisper's own transcript of a clip, or of a list of clips (notebooks 03 and 10).
 
-    ``waveform`` is one mono clip (1-D). ``model`` is a ``WhisperForConditionalGeneration``.
+    Each clip (mono, 1-D) is resampled to 16 kHz (torchaudio.functional.resample), optionally
+    peak-normalised to ``peak``, padded to 30 s by the feature extractor and decoded greedily,
+    with ``prompt`` as Whisper's prompt (``processor.get_prompt_ids``) when given. Returns the
+    text without the prompt: one string for one clip, a list for a list (decoded ``batch_size``
+    clips at a time; the same texts as one by one).
     """
-    wav = torch.as_tensor(np.asarray(waveform), dtype=torch.float32)
-    if wav.ndim != 1:
-        raise ValueError(f"expected a mono 1-D waveform, got shape {tuple(wav.shape)}")
+    single = not isinstance(waveform, (list, tuple))
+    clips = [waveform] if single else list(waveform)
     target = processor.feature_extractor.sampling_rate
-    if sampling_rate != target:
-        wav = torchaudio.functional.resample(wav, sampling_rate, target)
-    if peak is not None and wav.abs().max() > 0:
-        wav = wav * (peak / wav.abs().max())
-    features = processor.feature_extractor(wav.numpy(), sampling_rate=target, return_tensors="pt").input_features
+    waves = []
+    for clip in clips:
+        wav = torch.as_tensor(np.asarray(clip), dtype=torch.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"expected mono 1-D waveforms, got shape {tuple(wav.shape)}")
+        if sampling_rate != target:
+            wav = torchaudio.functional.resample(wav, sampling_rate, target)
+        if peak is not None and wav.abs().max() > 0:
+            wav = wav * (peak / wav.abs().max())
+        waves.append(wav.numpy())
     # One generation config, no loose arguments: Whisper's config sets max_length (448), so passing
     # max_new_tokens beside it makes transformers warn on every call. Whisper's generate adds the
     # start and prompt tokens to max_length itself.
@@ -36,9 +44,14 @@ def transcribe(model, processor, waveform: np.ndarray, sampling_rate: int, promp
     kwargs = {}
     if prompt:
         kwargs["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(model.device)
-    with torch.no_grad(), _quiet_whisper_internals():
-        ids = model.generate(features.to(model.device, model.dtype), generation_config=config, **kwargs)
-    return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+    texts: list[str] = []
+    for start in range(0, len(waves), batch_size):
+        features = processor.feature_extractor(waves[start:start + batch_size], sampling_rate=target,
+                                               return_tensors="pt").input_features
+        with torch.no_grad(), _quiet_whisper_internals():
+            ids = model.generate(features.to(model.device, model.dtype), generation_config=config, **kwargs)
+        texts += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
+    return texts[0] if single else texts
 
 
 class _DropMessage(logging.Filter):

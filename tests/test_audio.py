@@ -139,3 +139,18 @@ def test_trimmed_frames_cover_the_real_length_and_differ_from_padded_ones(whispe
     torch.testing.assert_close(pooled[0], trimmed.mean(0))
     frames = audio.whisper_encode(model, processor, [wave, wave[:2000]], 8000, pool=False, trim=True)
     assert [f.shape[0] for f in frames] == [22, 13]
+
+
+@pytest.mark.models
+def test_transcribe_a_list_equals_one_by_one_with_and_without_prompt(whisper, shared_data):
+    import soundfile as sf
+    model, processor = whisper
+    if shared_data is None:
+        pytest.fail("needs MMCOURSE_DATA_DIR with FSDD (CI has it)")
+    clips = [sf.read(shared_data / "fsdd" / "recordings" / f"{d}_jackson_0.flac", dtype="float32")[0] for d in (3, 7, 8)]
+    prompt = " zero, one, two, three, four, five, six, seven, eight, nine."
+    for p in (None, prompt):
+        batch = audio.transcribe(model, processor, clips, 8000, prompt=p, batch_size=2)
+        assert batch == [audio.transcribe(model, processor, c, 8000, prompt=p) for c in clips]
+        assert all(isinstance(t, str) for t in batch)
+    assert any(w in " ".join(batch).lower() for w in ("seven", "7"))
