@@ -6,7 +6,8 @@
 >>> loader = data.dataloader(train, batch_size=32, shuffle=True)   # dict batches, padded audio/text
 
 Datasets: ``flickr8k``, ``chest_xray``, ``medmnist`` (any 2D flag, e.g. ``breastmnist`` or
-``medmnist:pneumoniamnist``), ``fsdd``, ``esc10``, ``esc50`` and the synthetic ``shapes``.
+``medmnist:pneumoniamnist``), ``fsdd``, ``esc10``, ``esc50``, the synthetic ``shapes`` and
+``spoken`` (spoken instructions synthesised offline by the ``tts`` voice, made on first use).
 Real data is read from ``MMCOURSE_DATA_DIR`` (prepared by ``python -m mmcourse fetch data``);
 without it each loader falls back to a small synthetic stand-in that says so loudly
 (``fallback="error"`` raises instead). :func:`describe` lists what is present.
@@ -19,15 +20,15 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmcourse.data import chest_xray, esc, flickr8k, fsdd, medmnist, sources, synthetic
+from mmcourse.data import chest_xray, esc, flickr8k, fsdd, medmnist, sources, spoken, synthetic
 from mmcourse.data.batching import collate, pad_sequence, padding_mask, text_collate
 from mmcourse.data.errors import DataError, DataWarning
 from mmcourse.data.records import Records
 from mmcourse.data.sources import Info
 
-DATASETS = ("flickr8k", "chest_xray", "medmnist", "fsdd", "esc10", "esc50", "shapes")
+DATASETS = ("flickr8k", "chest_xray", "medmnist", "fsdd", "esc10", "esc50", "shapes", "spoken")
 NOTEBOOKS = {"flickr8k": "04, 08", "chest_xray": "09", "medmnist": "09", "fsdd": "03, 05, 10",
-             "esc10": "03, 10", "esc50": "03, 10", "shapes": "any"}
+             "esc10": "03, 10", "esc50": "03, 10", "shapes": "any", "spoken": "10"}
 DESCRIBED_FLAGS = ("pneumoniamnist", "breastmnist")
 
 
@@ -51,6 +52,7 @@ def load(name: str, split: str = "train", **kwargs) -> Records:
         "esc10": lambda split, **kw: esc.load("esc10", split, **kw),
         "esc50": lambda split, **kw: esc.load("esc50", split, **kw),
         "shapes": synthetic.shapes,
+        "spoken": spoken.load,
     }
     if name not in loaders:
         import difflib
@@ -126,4 +128,4 @@ def dataloader(dataset: Dataset, batch_size: int = 32, shuffle: bool = False, *,
 
 __all__ = ["load", "names", "describe", "format_table", "dataloader", "collate", "pad_sequence", "padding_mask",
            "text_collate", "DataError", "DataWarning", "Info", "Records", "flickr8k", "chest_xray", "medmnist",
-           "fsdd", "esc", "synthetic"]
+           "fsdd", "esc", "spoken", "synthetic"]

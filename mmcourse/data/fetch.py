@@ -22,6 +22,10 @@ same file must match it. A changed file is refused with both hashes and the fix,
 ``--allow-changed`` is given (which accepts it and records the new hash). The prepare step also
 checks the content (file counts, CSV columns, npz keys). ``mmcourse doctor`` shows, per
 dataset, whether it is pinned, recorded on first use, or not verified yet (:func:`integrity`).
+
+One source is *generated*, not downloaded: ``spoken`` (notebook 10) synthesises its clips with
+the ``tts`` model into ``<MMCOURSE_CACHE_DIR>/spoken`` (:mod:`mmcourse.data.spoken`, which keeps
+its own sha256 manifest); ``--dest``, ``--mirror`` and the lock do not apply to it.
 """
 from __future__ import annotations
 
@@ -86,6 +90,7 @@ class Source:
     prepare: Callable[..., list[Path]]
     description: str = ""
     aliases: tuple[str, ...] = field(default=())
+    generated: bool = False  # made locally by ``prepare(progress=..., log=...)``: no files, no lock, no target
 
 
 FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
@@ -101,6 +106,12 @@ def _medmnist_source(flag: str, size: int = 28) -> Source:
                                 note="MD5 from MedMNIST info.py (v3.0.2)"),),
                   f"medmnist/{medmnist.file_name(flag, size)}", partial(prepare.prepare_medmnist, flag=flag, size=size),
                   f"MedMNIST {flag} {size}x{size} ({info['licence']}), notebook 09")
+
+
+def generate_spoken(progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """Synthesise every spoken-instruction clip not stored yet (1,242 in all, ~0.25 s each on a CPU)."""
+    from mmcourse.data import spoken
+    return [spoken.generate(progress=progress)]
 
 
 def build_registry() -> dict[str, Source]:
@@ -130,6 +141,9 @@ def build_registry() -> dict[str, Source]:
                    approx="616 MiB", note=GH_ARCHIVE_NOTE),
         ), "esc50", prepare.prepare_esc50, "ESC-50 (CC BY-NC 3.0) + its ESC-10 subset (CC BY 3.0), notebooks 03, 10",
             aliases=("esc10", "esc")),
+        "spoken": Source("spoken", (), "<cache>/spoken", generate_spoken,
+                         "spoken instructions synthesised by the tts model (Piper en_US-joe-medium, CC0), notebook 10",
+                         generated=True),
     }
     for flag in medmnist.FLAGS:
         for size in medmnist.SIZES:
@@ -139,7 +153,7 @@ def build_registry() -> dict[str, Source]:
 
 
 REGISTRY: dict[str, Source] = build_registry()
-DEFAULT = ("flickr8k", "chest_xray", "medmnist", "fsdd", "esc50")
+DEFAULT = ("flickr8k", "chest_xray", "medmnist", "fsdd", "esc50", "spoken")
 MEDMNIST_DEFAULT = ("pneumoniamnist", "breastmnist")
 
 
@@ -457,6 +471,8 @@ def fetch(source: Source, dest: Path, downloads: Path, *, mirror: str | None = N
     Files not yet in the lock are recorded once the prepare step succeeded (so a broken first
     download is never trusted); a file that differs from its record is refused unless
     ``allow_changed``. Returns the paths made."""
+    if source.generated:
+        return make_generated(source, progress=progress, log=log)
     target = dest / source.target
     if target.exists() and not force:
         log(f"{source.name}: already prepared at {target} (use --force to redo)")
@@ -485,6 +501,21 @@ def fetch(source: Source, dest: Path, downloads: Path, *, mirror: str | None = N
     return made
 
 
+def make_generated(source: Source, *, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """Make a generated source (``spoken``): what is stored and intact is kept, the rest is made."""
+    from mmcourse.data.errors import DataError
+    from mmcourse.pretrained import ModelError
+
+    log(f"{source.name}: {source.description}")
+    try:
+        made = source.prepare(progress=progress, log=log)
+    except (ModelError, DataError) as exc:
+        raise FetchError(f"{source.name}: generating failed: {exc}") from None
+    for p in made:
+        log(f"{source.name}: ready at {p}")
+    return made
+
+
 def list_registry(log: Callable[[str], None] = print) -> None:
     """Print the registry (``--list``)."""
     log(f"{'name':<24} {'size':>15}  {'checksum':<8} {'target':<34} files")
@@ -494,9 +525,11 @@ def list_registry(log: Callable[[str], None] = print) -> None:
         size = " + ".join(r.approx for r in s.files if r.approx) or "-"
         pinned = all(r.md5 or r.sha256 for r in s.files)
         kind = ("sha256" if all(r.sha256 for r in s.files) else "md5") if pinned else "1st-use"
+        kind = "local" if s.generated else kind
         log(f"{name:<24} {size:>15}  {kind:<8} {s.target:<34} {', '.join(r.filename for r in s.files)}")
     log("MedMNIST flags also come at 64/128/224 px: medmnist:<flag>_64 etc. "
-        f"`medmnist` alone fetches {', '.join(MEDMNIST_DEFAULT)}; `esc10` is made from esc50.")
+        f"`medmnist` alone fetches {', '.join(MEDMNIST_DEFAULT)}; `esc10` is made from esc50; "
+        "`spoken` is synthesised locally by the tts model (into the cache, not --dest).")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -547,8 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"fetch failed for: {', '.join(failed)} (see the messages above)", file=sys.stderr)
         return 1
-    hint = "" if dest == config.data_dir() else f"\n  point the course at it: export MMCOURSE_DATA_DIR={dest}"
-    print(f"done: {', '.join(s.name for s in sources)} in {dest}{hint}")
+    fetched = [s.name for s in sources if not s.generated]
+    made = [s.name for s in sources if s.generated]
+    hint = ("" if dest == config.data_dir() or not fetched
+            else f"\n  point the course at it: export MMCOURSE_DATA_DIR={dest}")
+    where = ([f"{', '.join(fetched)} in {dest}"] if fetched else []) + ([f"{', '.join(made)} in {config.cache_dir()}"]
+                                                                       if made else [])
+    print(f"done: {'; '.join(where)}{hint}")
     return 0
 
 
