@@ -1,4 +1,4 @@
-"""Audio helpers (notebooks 03_audio_encoders and 10_audio_llm)."""
+"""Audio helpers (notebooks 03_audio_encoders and 10_audio_language)."""
 from __future__ import annotations
 
 import contextlib
@@ -46,10 +46,12 @@ def transcribe(model, processor, waveform: np.ndarray | Sequence[np.ndarray], sa
         kwargs["prompt_ids"] = processor.get_prompt_ids(prompt, return_tensors="pt").to(model.device)
     texts: list[str] = []
     for start in range(0, len(waves), batch_size):
-        features = processor.feature_extractor(waves[start:start + batch_size], sampling_rate=target,
-                                               return_tensors="pt").input_features
-        with torch.no_grad(), _quiet_whisper_internals():
-            ids = model.generate(features.to(model.device, model.dtype), generation_config=config, **kwargs)
+        inputs = processor.feature_extractor(waves[start:start + batch_size], sampling_rate=target,
+                                             return_attention_mask=True, return_tensors="pt")
+        with torch.no_grad(), _quiet_whisper_internals():  # the mask only silences a warning: all are 30 s
+            ids = model.generate(inputs.input_features.to(model.device, model.dtype),
+                                 attention_mask=inputs.attention_mask.to(model.device),
+                                 generation_config=config, **kwargs)
         texts += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
     return texts[0] if single else texts
 
