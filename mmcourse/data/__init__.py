@@ -84,7 +84,7 @@ def describe() -> list[dict]:
     rows = [_row("flickr8k", flickr8k.summary), _row("chest_xray", chest_xray.summary)]
     rows += [_row(f"medmnist:{f}", lambda f=f: medmnist.summary(f)) for f in flags]
     rows += [_row("fsdd", fsdd.summary), _row("esc10", lambda: esc.summary("esc10")),
-             _row("esc50", lambda: esc.summary("esc50"))]
+             _row("esc50", lambda: esc.summary("esc50")), _row("spoken", spoken.summary)]
     return rows
 
 
