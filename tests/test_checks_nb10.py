@@ -1,4 +1,4 @@
-"""Checks of notebook 10_audio_llm: the references and independent solutions pass, every typical mistake
+"""Checks of notebook 10_audio_language: the references and independent solutions pass, every typical mistake
 gets ✗ and its own hint, unattempted exercises are pending, and the check cases really show what they
 claim (a remainder when stacking, an answer token that also occurs in the prompt, clips that can be told
 apart, texts where each parsing mistake changes the answer)."""
