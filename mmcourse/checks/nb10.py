@@ -1,4 +1,4 @@
-"""Checks for notebook 10_audio_llm: frame stacking (exercise 10.1), the answer-only label mask (10.2),
+"""Checks for notebook 10_audio_language: frame stacking (exercise 10.1), the answer-only label mask (10.2),
 the shuffled-audio control (10.3), parsing generated text into a class (10.4), the quizzes.
 
 Each check compares the learner's function with the library version (:func:`mmcourse.mllm.stack_frames`,
