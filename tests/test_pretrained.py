@@ -85,7 +85,7 @@ def test_tts_role_speaks_a_question_that_whisper_understands(models_ready):
 
     Measured: "How many dogs are in the picture?" comes back verbatim; a 22,050 Hz clip of ~2 s.
     """
-    from mmcourse import audio
+    from mmcourse import answers, audio
     voice, config = pretrained.load("tts")
     assert voice.config.sample_rate == 22050 and config.length_scale == 1
     sentence = "How many dogs are in the picture?"
@@ -96,7 +96,7 @@ def test_tts_role_speaks_a_question_that_whisper_understands(models_ready):
     assert len(slow) > 1.3 * len(wave)  # length_scale stretches the phonemes
     model, processor = pretrained.load("audio")
     heard = audio.transcribe(model, processor, wave, 22050)
-    words = set(heard.lower().replace("?", "").split())
+    words = set(answers.normalise(heard, "basic").split())  # "...picture?" or "...picture." (synthesis varies)
     assert {"many", "dogs", "picture"} <= words, heard
     assert pretrained.role_key("tts") == "sha256:" + pretrained.ARTIFACTS["tts"].files[pretrained.ARTIFACTS["tts"].weights]
 
