@@ -8,14 +8,10 @@ import pytest
 
 from mmcourse.checks import nb07
 from mmcourse.train import warmup_cosine
+from checkhelp import verdict
 
 
 pytestmark = pytest.mark.usefixtures("lenient")
-
-
-def verdict(check, fn, capsys) -> str:
-    check(fn)
-    return capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- lora_forward

@@ -11,18 +11,10 @@ import torch
 from mmcourse import metrics
 from mmcourse.captioning import beam_search
 from mmcourse.checks import nb08
+from checkhelp import verdict, stub
 
 
 pytestmark = pytest.mark.usefixtures("lenient")
-
-
-def verdict(check, fn, capsys) -> str:
-    check(fn)
-    return capsys.readouterr().out
-
-
-def stub(*args):
-    raise NotImplementedError
 
 
 @pytest.mark.parametrize("check", [nb08.check_make_labels, nb08.check_clipped_precision,

@@ -14,18 +14,10 @@ from sklearn.metrics import roc_curve
 from mmcourse import checks, gradcam, medical
 from mmcourse.checks import nb09
 from mmcourse.data.medmnist import FLAGS
+from checkhelp import verdict, stub
 
 
 pytestmark = pytest.mark.usefixtures("lenient")
-
-
-def verdict(check, fn, capsys) -> str:
-    check(fn)
-    return capsys.readouterr().out
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
 
 
 @pytest.mark.parametrize("check", [nb09.check_expected_calibration_error, nb09.check_grad_cam,

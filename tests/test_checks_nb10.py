@@ -14,18 +14,10 @@ import torch
 from mmcourse import answers, checks, mllm
 from mmcourse.checks import nb10
 from mmcourse.mllm import IGNORE
+from checkhelp import verdict, stub
 
 
 pytestmark = pytest.mark.usefixtures("lenient")
-
-
-def verdict(check, fn, capsys) -> str:
-    check(fn)
-    return capsys.readouterr().out
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
 
 
 @pytest.mark.parametrize("check", [nb10.check_stack_frames, nb10.check_answer_only_labels,
