@@ -116,7 +116,7 @@ def test_generate_writes_flacs_and_a_manifest_and_a_second_load_synthesises_noth
 
     no_synthesis(monkeypatch)
     ds = spoken.load("val", variants=2, tasks=["next", "say"], per_task=1, progress=False)
-    assert len(ds) == 4 and ds.info.source == "synthetic" and "SYNTHESISED" in str(ds.info)
+    assert len(ds) == 4 and ds.info.source == "tts" and "SYNTHESISED" in str(ds.info)
     assert "CC0" in ds.info.licence and any("en_US-joe-medium" in n for n in ds.info.notes)
     s = ds[0]
     assert s["audio"].dtype.is_floating_point and s["audio"].ndim == 1 and s["sample_rate"] == 16000

@@ -34,7 +34,7 @@ class Info:
     """Metadata every dataset carries as ``.info``: where it came from and how big its splits are."""
 
     name: str
-    source: str  # "real" or "synthetic"
+    source: str  # "real", "synthetic" (a stand-in) or "tts" (speech made by the tts role, notebook 10)
     split: str
     licence: str
     citation: str

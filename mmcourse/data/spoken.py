@@ -393,7 +393,7 @@ def load(split: str = "train", *, sample_rate: int = 16000, variants: int | Sequ
     from mmcourse import pretrained
     names = variant_names(variants)
     sizes = {s: len(select(s)) * len(VARIANTS) for s in SPLITS}
-    info = SpokenInfo(NAME, "synthetic", split, LICENCE, CITATION, sizes, path=str(where), classes=list(ANSWERS),
+    info = SpokenInfo(NAME, "tts", split, LICENCE, CITATION, sizes, path=str(where), classes=list(ANSWERS),
                       notes=[f"SYNTHESISED speech: every clip is read by a neural text-to-speech voice, "
                              f"{pretrained.describe('tts')}; no human speaker. The 'speakers' are {len(VARIANTS)} "
                              "synthesis settings of that one voice.",
