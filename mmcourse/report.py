@@ -103,7 +103,7 @@ def claim_full(notebook: str, text: str, holds: Callable[[dict[str, Any]], bool]
 
 
 def log_data_source(dataset: str, source: str, detail: str = "") -> None:
-    """Record which source a loader used: ``"real"`` or ``"synthetic"`` (quietly)."""
+    """Record which source a loader used: ``"real"``, ``"synthetic"`` (a stand-in) or ``"tts"`` (quietly)."""
     _append({"kind": "data", "dataset": dataset, "source": source, "detail": detail})
 
 
