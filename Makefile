@@ -59,7 +59,7 @@ dashboard: env ## live training dashboard (visdom on 127.0.0.1)
 	$(PY) -m mmcourse dashboard $(if $(PORT),--port $(PORT),)
 
 bench: env ## speed/memory benchmarks (figures and ratios)
-	@set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
+	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f; done
 
 lock: ## re-resolve requirements.in into requirements.lock and environment.yml
 	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \

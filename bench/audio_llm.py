@@ -18,7 +18,7 @@ Each row is measured in a fresh subprocess (so its peak memory is its own):
 3. The audio token budget (no timing): LLM tokens per second of audio for k = 1, 2, 4, 8 at
    Whisper's 50 frames/s, and the tokens of a 0.5-s digit, a 5-s ESC clip and a 30-s padded clip.
 
-Timing, memory and the child process are bench/captioning.py's (imported, not copied): every
+Timing, memory and the child process are bench/_common.py's, shared with bench/captioning.py: every
 figure is the median of several timed repeats after a warm-up run; "spread" (slowest / fastest
 repeat) shows how steady the machine was; peak RSS is the row process's high-water mark, and
 ``torch.cuda.max_memory_allocated`` on CUDA.
@@ -27,18 +27,13 @@ repeat) shows how steady the machine was; peak RSS is the row process's high-wat
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import captioning as bench_captioning  # noqa: E402  (bench/captioning.py: timing and memory helpers)
+import _common  # noqa: E402  (bench/_common.py: timing, memory, one process per row, the command line)
 
 PROMPT = "<audio>What do you hear? Answer with one word."
 STACK = 4  # frames per audio token in the generation rows (Ultravox / SLAM-ASR style)
@@ -104,14 +99,14 @@ def encoder_row(dev, size: dict, name: str, trim: bool) -> dict:
 
     def run() -> list[int]:  # encoder frames of each clip
         frames = []
-        with bench_captioning._autocast(dev):
+        with _common.autocast(dev):
             for i in range(0, len(waves), step):
                 out = audio.whisper_encode(model, processor, waves[i:i + step], rate, pool=False, trim=trim)
                 frames += [f.shape[0] for f in out]  # a (B, 1500, d) tensor or a list of (T_i, d)
         return frames
 
-    start_rss = bench_captioning._memory(dev, reset=True)
-    times, frames = bench_captioning.timed(run, dev, size["repeats"])
+    start_rss = _common.memory(dev, reset=True)
+    times, frames = _common.timed(run, dev, size["repeats"])
     sec = statistics.median(times)
     return {"value": len(waves) / sec, "seconds": sec, "times": times, "frames_per_clip": frames,
             "mean_frames": sum(frames) / len(frames), "clip_samples": [len(w) for w in waves], "sample_rate": rate,
@@ -140,11 +135,11 @@ def gen_row(dev, size: dict, name: str, use_cache: bool) -> dict:
     force = {"min_new_tokens": n} if use_cache else {"eos_token_id": []}
 
     def run() -> list[list[int]]:
-        with bench_captioning._autocast(dev):
+        with _common.autocast(dev):
             return mllm.generate(model, ids, mask, {"audio": feats}, max_new_tokens=n, use_cache=use_cache, **force)
 
-    start_rss = bench_captioning._memory(dev, reset=True)
-    times, out = bench_captioning.timed(run, dev, size["repeats"])
+    start_rss = _common.memory(dev, reset=True)
+    times, out = _common.timed(run, dev, size["repeats"])
     lengths = [len(row) for row in out]
     if set(lengths) != {n}:
         raise RuntimeError(f"generation stopped early: new tokens per row {lengths}, expected {n} each; "
@@ -188,7 +183,7 @@ def budget_table(b: dict[str, dict[str, float]]) -> str:
 # ---------------------------------------------------------------- child side, parent side, the table
 
 def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
-    """Measure one row in this process (the child side of :func:`measure`)."""
+    """Measure one row in this process (the child side of ``_common.measure``)."""
     import torch
 
     from mmcourse import runtime
@@ -202,25 +197,7 @@ def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
         out = gen_row(dev, size, name, use_cache=variant == "cached")
     else:
         out = encoder_row(dev, size, name, trim=variant == "trimmed")
-    out |= {"key": key, "peak_rss_mb": bench_captioning._memory(dev), "threads": torch.get_num_threads(),
-            "device": str(dev)}
-    if dev.type == "cuda":
-        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
-    return out
-
-
-def measure(key: str, args: argparse.Namespace, device: str) -> dict:
-    """Run one row in a fresh Python process of this script and return its result."""
-    with tempfile.TemporaryDirectory(prefix="mmcourse-bench-") as tmp:
-        result = Path(tmp) / "row.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--row", key, "--row-result", str(result),
-               "--device", device] + (["--quick"] if args.quick else []) + \
-              (["--threads", str(args.threads)] if args.threads else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not result.is_file():
-            raise RuntimeError(f"benchmark row {key!r} failed (exit {proc.returncode}); its output:\n"
-                               f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}\nrerun it alone with: {' '.join(cmd)}")
-        return json.loads(result.read_text())
+    return _common.finish_row(out, key, dev)
 
 
 def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
@@ -244,7 +221,7 @@ def notes(rows: dict[str, dict], size: dict) -> list[str]:
     first, gen = rows["fsdd_padded"], rows["gen_fsdd_cached"]
     seconds = {name: statistics.mean(rows[f"{name}_padded"]["clip_samples"]) / rows[f"{name}_padded"]["sample_rate"]
                for name in DATASETS}
-    out = [f"median of {size['repeats']} timed runs after 1 warm-up; {first['threads']} torch threads on "
+    return [f"median of {size['repeats']} timed runs after 1 warm-up; {first['threads']} torch threads on "
            f"{first['device']}",
            f"encoder: {first['model']}; clips in memory (decoding not timed), resampled to 16 kHz inside the timed "
            f"call, batches of {size['enc_batch']}; mean clip length FSDD {seconds['fsdd']:.2f} s, ESC-10 "
@@ -253,62 +230,17 @@ def notes(rows: dict[str, dict], size: dict) -> list[str]:
            "of audio on the real length; on generation rows, audio tokens in the prompt (frames stacked k=4)",
            f"LLM: {gen['model']}; untrained Projector({STACK}*{WHISPER_DIM}, 576) on random frames; prompt "
            f"{gen['prompt_tokens']} (FSDD-like) / {rows['gen_esc_cached']['prompt_tokens']} (ESC-like) tokens; "
-           f"every generation row made exactly {size['new_tokens']} new tokens per prompt (checked)",
-           "peak RSS (MiB): ru_maxrss of the row's own fresh process (Python, torch, models, data included); "
-           "'at start': the same high-water mark just before the warm-up run",
-           "spread: slowest / fastest timed run of the row (1.00 = steady)"]
-    noisy = [ROWS[k][1] for k, r in rows.items() if r["spread"] > bench_captioning.NOISY]
-    if noisy:
-        out.append(f"WARNING: timings unsteady (spread > {bench_captioning.NOISY}) for {', '.join(noisy)}: other "
-                   "processes compete for the CPU (or --threads exceeds the free cores); figures and ratios are "
-                   "unreliable, rerun on an idle machine or with fewer --threads")
-    if any("cuda_peak_mb" in r for r in rows.values()):
-        out.append("CUDA peak (MiB): torch.cuda.max_memory_allocated over the warm-up and timed runs")
-    return out
+           f"every generation row made exactly {size['new_tokens']} new tokens per prompt (checked)"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, well under a minute per row")
-    p.add_argument("--device", help="cpu, cuda, mps (default: mmcourse.runtime.device())")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # child: measure one row
-    p.add_argument("--row-result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.row:
-        Path(args.row_result).write_text(json.dumps(run_row(args.row, args.device, args.quick, args.threads)))
-        return 0
+    def token_budget() -> tuple[str, dict]:
+        tokens = budget()
+        return (f"\naudio token budget (Whisper: {FRAMES_PER_SECOND} frames/s, 1,500 for 30 s; k frames stacked per "
+                "token, a partial last group dropped)\n" + budget_table(tokens), {"budget": tokens})
 
-    from mmcourse import fileio, results, runtime
-
-    device = str(runtime.device(args.device))
-    hardware = results.hardware()
-    print("hardware: " + ", ".join(f"{k} {v}" for k, v in hardware.items()), flush=True)
-    start = time.perf_counter()
-    rows = {}
-    for key in ROWS:
-        print(f"  measuring {ROWS[key][1]} ...", flush=True)
-        rows[key] = measure(key, args, device)
-        rows[key]["spread"] = max(rows[key]["times"]) / min(rows[key]["times"])
-    ratios = {name: rows[a]["value"] / rows[b]["value"] for name, (a, b) in RATIOS.items()}
-    size = SIZES["quick" if args.quick else "full"]
-    tokens = budget()
-    print(f"\nnotebook 10 audio-LLM benchmark on {device} ({'quick' if args.quick else 'full'} sizes, "
-          f"{time.perf_counter() - start:.0f} s)")
-    print(table(rows, ratios))
-    for line in notes(rows, size):
-        print("note: " + line)
-    print(f"\naudio token budget (Whisper: {FRAMES_PER_SECOND} frames/s, 1,500 for 30 s; k frames stacked per "
-          "token, a partial last group dropped)")
-    print(budget_table(tokens))
-    if args.json:
-        record = {"hardware": hardware, "device": device, "quick": args.quick, "sizes": size,
-                  "rows": {k: {"label": ROWS[k][1], "unit": ROWS[k][2], **r} for k, r in rows.items()},
-                  "ratios": ratios, "budget": tokens}
-        fileio.write_text_atomic(args.json, json.dumps(record, indent=2) + "\n")
-        print(f"results written to {args.json}")
-    return 0
+    return _common.main(argv, script=__file__, doc=__doc__, title="notebook 10 audio-LLM benchmark", labels=ROWS,
+                        ratios=RATIOS, sizes=SIZES, run_row=run_row, table=table, notes=notes, extra=token_budget)
 
 
 if __name__ == "__main__":

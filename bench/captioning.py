@@ -25,17 +25,13 @@ fastest repeat) shows how steady the machine was, and the table warns when it wa
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (bench/_common.py: timing, memory, one process per row, the command line)
 
 PROMPT = "<image>Describe the image in one sentence."
 IMAGE_TOKENS = 9
@@ -53,7 +49,6 @@ ROWS = {
     "train_cached": ("training", "train step, cached features", "s/step"),
     "train_recompute": ("training", "train step, recompute MobileNetV2", "s/step"),
 }
-NOISY = 1.25  # slowest / fastest timed run above which the table warns that the machine was busy
 RATIOS = {  # name -> (numerator row, denominator row): every ratio is "how many times more/faster"
     "KV cache speed-up (tokens/s)": ("llava_cached", "llava_uncached"),
     "greedy vs. beam 3 (captions/s)": ("decoder_greedy", "decoder_beam3"),
@@ -61,41 +56,7 @@ RATIOS = {  # name -> (numerator row, denominator row): every ratio is "how many
 }
 
 
-# ---------------------------------------------------------------- timing helpers (run in the child)
-
-def _sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
-
-
-def _autocast(dev) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA only (CPU and MPS run float32, as the notebook does)."""
-    import torch
-
-    from mmcourse import runtime
-
-    dtype = runtime.autocast_dtype(dev)
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def timed(fn: Callable[[], Any], dev, repeats: int, warmup: int = 1) -> tuple[list[float], Any]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and the last result."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    _sync(dev)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        _sync(dev)
-        times.append(time.perf_counter() - start)
-    return times, out
-
+# ---------------------------------------------------------------- inputs
 
 def random_grid(n: int, seed: int = 0):
     """``(n, 49, 1280)`` fp16 stand-ins for cached MobileNetV2 grid features (post-ReLU6: in [0, 6])."""
@@ -137,11 +98,11 @@ def llava_row(dev, size: dict, use_cache: bool) -> dict:
     force = {"min_new_tokens": n} if use_cache else {"eos_token_id": []}
 
     def run() -> list[list[int]]:
-        with _autocast(dev):
+        with _common.autocast(dev):
             return mllm.generate(model, ids, mask, {"image": feats}, max_new_tokens=n, use_cache=use_cache, **force)
 
-    start_rss = _memory(dev, reset=True)
-    times, out = timed(run, dev, size["repeats"])
+    start_rss = _common.memory(dev, reset=True)
+    times, out = _common.timed(run, dev, size["repeats"])
     lengths = [len(row) for row in out]
     if set(lengths) != {n}:
         raise RuntimeError(f"generation stopped early: new tokens per row {lengths}, expected {n} each; "
@@ -162,11 +123,11 @@ def decoder_row(dev, size: dict, beam: int) -> dict:
     feats = random_grid(size["images"]).numpy()
 
     def run() -> list[str]:
-        with _autocast(dev):
+        with _common.autocast(dev):
             return captioning.caption(model, feats, vocab, beam=beam, batch_size=size["images"])[0]
 
-    start_rss = _memory(dev, reset=True)
-    times, texts = timed(run, dev, size["repeats"])
+    start_rss = _common.memory(dev, reset=True)
+    times, texts = _common.timed(run, dev, size["repeats"])
     sec = statistics.median(times)
     words = [len(t.split()) for t in texts]
     return {"value": len(texts) / sec, "seconds": sec, "times": times, "mean_words": sum(words) / len(words),
@@ -218,7 +179,7 @@ def train_row(dev, size: dict, recompute: bool) -> dict:
         images, source = step_images(b)
 
     def step() -> float:
-        with _autocast(dev):
+        with _common.autocast(dev):
             # grid_tokens runs under inference_mode; .half() outside it gives a normal tensor, as the cache holds
             feats = captioning.grid_tokens(cnn, images).half() if recompute else cached
             loss = captioning.loss_fn(model, (feats.to(dev), tokens))
@@ -227,26 +188,15 @@ def train_row(dev, size: dict, recompute: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    start_rss = _memory(dev, reset=True)
-    times, loss = timed(step, dev, size["repeats"] + 2)
+    start_rss = _common.memory(dev, reset=True)
+    times, loss = _common.timed(step, dev, size["repeats"] + 2)
     sec = statistics.median(times)
     return {"value": sec, "seconds": sec, "times": times, "loss": loss, "inputs": source,
             "start_rss_mb": start_rss, "n": f"batch {b}" + (", 224 px" if recompute else ", (49, 1280) fp16")}
 
 
-def _memory(dev, reset: bool = False) -> float:
-    """Peak RSS so far (MiB); with ``reset``, also restart the CUDA peak counter."""
-    import torch
-
-    from mmcourse import runtime
-
-    if reset and dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    return round(runtime.peak_rss_mb(), 1)
-
-
 def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
-    """Measure one row in this process (the child side of :func:`measure`)."""
+    """Measure one row in this process (the child side of ``_common.measure``)."""
     import torch
 
     from mmcourse import runtime
@@ -261,28 +211,10 @@ def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
             "decoder_beam3": lambda: decoder_row(dev, size, beam=3),
             "train_cached": lambda: train_row(dev, size, recompute=False),
             "train_recompute": lambda: train_row(dev, size, recompute=True)}
-    out = rows[key]()
-    out |= {"key": key, "peak_rss_mb": _memory(dev), "threads": torch.get_num_threads(), "device": str(dev)}
-    if dev.type == "cuda":
-        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
-    return out
+    return _common.finish_row(rows[key](), key, dev)
 
 
-# ---------------------------------------------------------------- parent: one subprocess per row, the table
-
-def measure(key: str, args: argparse.Namespace, device: str) -> dict:
-    """Run one row in a fresh Python process and return its result (its peak memory is its own)."""
-    with tempfile.TemporaryDirectory(prefix="mmcourse-bench-") as tmp:
-        result = Path(tmp) / "row.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--row", key, "--row-result", str(result),
-               "--device", device] + (["--quick"] if args.quick else []) + \
-              (["--threads", str(args.threads)] if args.threads else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not result.is_file():
-            raise RuntimeError(f"benchmark row {key!r} failed (exit {proc.returncode}); its output:\n"
-                               f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}\nrerun it alone with: {' '.join(cmd)}")
-        return json.loads(result.read_text())
-
+# ---------------------------------------------------------------- the table
 
 def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
     """The printed table: one line per row, then the ratios."""
@@ -301,8 +233,8 @@ def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
 
 
 def notes(rows: dict[str, dict], size: dict) -> list[str]:
-    """What the numbers mean (printed under the table)."""
-    out = [f"median of {size['repeats']} timed runs ({size['repeats'] + 2} for training steps) after 1 warm-up; "
+    """What the numbers mean (printed under the table, before the notes of every benchmark)."""
+    return [f"median of {size['repeats']} timed runs ({size['repeats'] + 2} for training steps) after 1 warm-up; "
            f"{rows['llava_cached']['threads']} torch threads on {rows['llava_cached']['device']}",
            f"LLM: {rows['llava_cached']['model']}; prompt {rows['llava_cached']['prompt_tokens']} tokens "
            f"(9 image tokens); every row generated exactly {size['new_tokens']} new tokens (checked)",
@@ -310,58 +242,12 @@ def notes(rows: dict[str, dict], size: dict) -> list[str]:
            f"caption length greedy {rows['decoder_greedy']['mean_words']:.1f}, beam 3 "
            f"{rows['decoder_beam3']['mean_words']:.1f} words (max 20): captions/s depends on it",
            f"train step inputs: cached = {rows['train_cached']['inputs']}; recompute = "
-           f"{rows['train_recompute']['inputs']} through frozen MobileNetV2 (decoding them not timed)",
-           "peak RSS (MiB): ru_maxrss of the row's own fresh process (Python, torch, models, data included); "
-           "'at start': the same high-water mark just before the warm-up run",
-           "spread: slowest / fastest timed run of the row (1.00 = steady)"]
-    noisy = [ROWS[k][1] for k, r in rows.items() if r["spread"] > NOISY]
-    if noisy:
-        out.append(f"WARNING: timings unsteady (spread > {NOISY}) for {', '.join(noisy)}: other processes compete "
-                   "for the CPU (or --threads exceeds the free cores); figures and ratios are unreliable, rerun on "
-                   "an idle machine or with fewer --threads")
-    if any("cuda_peak_mb" in r for r in rows.values()):
-        out.append("CUDA peak (MiB): torch.cuda.max_memory_allocated over the warm-up and timed runs")
-    return out
+           f"{rows['train_recompute']['inputs']} through frozen MobileNetV2 (decoding them not timed)"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test of under a minute")
-    p.add_argument("--device", help="cpu, cuda, mps (default: mmcourse.runtime.device())")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # child: measure one row
-    p.add_argument("--row-result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.row:
-        Path(args.row_result).write_text(json.dumps(run_row(args.row, args.device, args.quick, args.threads)))
-        return 0
-
-    from mmcourse import fileio, results, runtime
-
-    device = str(runtime.device(args.device))
-    hardware = results.hardware()
-    print("hardware: " + ", ".join(f"{k} {v}" for k, v in hardware.items()), flush=True)
-    start = time.perf_counter()
-    rows = {}
-    for key in ROWS:
-        print(f"  measuring {ROWS[key][1]} ...", flush=True)
-        rows[key] = measure(key, args, device)
-        rows[key]["spread"] = max(rows[key]["times"]) / min(rows[key]["times"])
-    ratios = {name: rows[a]["value"] / rows[b]["value"] for name, (a, b) in RATIOS.items()}
-    size = SIZES["quick" if args.quick else "full"]
-    print(f"\nnotebook 08 captioning benchmark on {device} ({'quick' if args.quick else 'full'} sizes, "
-          f"{time.perf_counter() - start:.0f} s)")
-    print(table(rows, ratios))
-    for line in notes(rows, size):
-        print("note: " + line)
-    if args.json:
-        record = {"hardware": hardware, "device": device, "quick": args.quick, "sizes": size,
-                  "rows": {k: {"label": ROWS[k][1], "unit": ROWS[k][2], **r} for k, r in rows.items()},
-                  "ratios": ratios}
-        fileio.write_text_atomic(args.json, json.dumps(record, indent=2) + "\n")
-        print(f"results written to {args.json}")
-    return 0
+    return _common.main(argv, script=__file__, doc=__doc__, title="notebook 08 captioning benchmark", labels=ROWS,
+                        ratios=RATIOS, sizes=SIZES, run_row=run_row, table=table, notes=notes)
 
 
 if __name__ == "__main__":
