@@ -128,6 +128,24 @@ def test_generate_writes_flacs_and_a_manifest_and_a_second_load_synthesises_noth
 
 
 @pytest.mark.models
+def test_speak_reads_any_text_once_per_text_and_variant_in_the_order_asked(models_ready, cache, monkeypatch):
+    asked = [("Is there a dog in the picture?", "medium-steady"), ("Is there a car in the picture?", "medium-steady"),
+             ("Is there a dog in the picture?", "medium-steady"), ("Is there a dog in the picture?", "fast-default")]
+    ds = spoken.speak(asked, task="image question", split="test", progress=False)
+    assert [(ds.records[i]["text"], ds.records[i]["variant"]) for i in range(4)] == asked
+    assert ds.records[0]["path"] == ds.records[2]["path"] != ds.records[3]["path"]
+    where = spoken.folder()
+    clips = manifest(where)["clips"]
+    assert len(clips) == 3 and {c["task"] for c in clips.values()} == {"image question"}
+    assert all(c["sha256"] == sha256(where / c["file"]) for c in clips.values())
+    no_synthesis(monkeypatch)
+    again = spoken.speak(asked[:2], task="image question", split="test", progress=False)
+    s = again[1]
+    assert s["text"] == "Is there a car in the picture?" and s["answer"] == "" and s["sample_rate"] == 16000
+    with pytest.raises(ValueError, match="unknown spoken variant"):
+        spoken.speak([("Hello.", "robot")], task="x", split="test")
+
+
 def test_a_corrupted_or_missing_clip_is_named_and_made_again(models_ready, cache):
     where = spoken.generate(splits="test", variants=["fast-lively"], tasks=["plus", "minus"], per_task=1,
                             progress=False)

@@ -11,6 +11,8 @@ Datasets: ``flickr8k``, ``chest_xray``, ``medmnist`` (any 2D flag, e.g. ``breast
 Real data is read from ``MMCOURSE_DATA_DIR`` (prepared by ``python -m mmcourse fetch data``);
 without it each loader falls back to a small synthetic stand-in that says so loudly
 (``fallback="error"`` raises instead). :func:`describe` lists what is present.
+The capstone's instruction data (notebook 11) is built from these datasets' labels by
+:mod:`mmcourse.data.instruct`.
 """
 from __future__ import annotations
 

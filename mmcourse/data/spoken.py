@@ -405,6 +405,38 @@ def load(split: str = "train", *, sample_rate: int = 16000, variants: int | Sequ
     return Records(records, functools.partial(read_sample, sample_rate=sample_rate), info)
 
 
+def speak(requests: Sequence[tuple[str, str]], *, task: str, split: str, sample_rate: int = 16000,
+          generate: bool = True, progress: bool = True) -> Records:
+    """Any texts read by the tts voice: ``requests`` are ``(text, variant)`` pairs (notebook 11's spoken
+    questions about images, :mod:`mmcourse.data.instruct`).
+
+    Stored beside the template clips, under the same manifest and checks as :func:`load`; samples
+    as :func:`load`'s, with ``answer`` empty (the answer depends on an image, not on the text).
+    """
+    key = voice_key(fetch=generate)
+    if key is None:
+        raise DataError("spoken: the tts model (Piper voice) is not fetched\n  fix: run `make models`")
+    wanted, seen = [], set()
+    for text, variant in requests:
+        variant_names([variant])
+        c = {"text": text, "answer": "", "task": task, "split": split, "variant": variant,
+             "clip": clip_id(text, variant, key)}
+        if c["clip"] not in seen:
+            seen.add(c["clip"])
+            wanted.append(c)
+    clips = _ensure(wanted, key, progress, make=generate)
+    where = folder(key)
+    by_clip = {c["clip"]: {**c, "path": str(where / f"{c['clip']}.flac"), "seconds": clips[c["clip"]]["seconds"]}
+               for c in wanted}
+    records = [by_clip[clip_id(text, variant, key)] for text, variant in requests]
+    from mmcourse import pretrained
+    info = SpokenInfo(NAME, "tts", split, LICENCE, CITATION, {split: len(by_clip)}, path=str(where),
+                      notes=[f"SYNTHESISED speech ({pretrained.describe('tts')}): {len(by_clip)} distinct clips "
+                             f"of {task!r} texts"], homepage=HOMEPAGE)
+    sources.record(info, f"{split}: {task} synthesised by the tts role into {where}")
+    return Records(records, functools.partial(read_sample, sample_rate=sample_rate), info)
+
+
 def read_sample(record: dict, sample_rate: int = 16000) -> dict:
     """One clip -> sample dict; resampled from 22,050 Hz with torchaudio."""
     wave, sr = files.read_audio(record["path"], None, use_cache=False)
