@@ -15,6 +15,8 @@ Section by section (notebook 08):
 * §Merge: :func:`merge` writes the projected features into ``inputs_embeds`` at the placeholder
   positions; :class:`MultimodalLM` is the whole model, :func:`loss_fn` its loss for ``train.fit``.
 * §Generation: :func:`generate` (greedy or beam search from ``inputs_embeds``) and :func:`decode`.
+* Notebook 11: :class:`GridProjector` (MobileVLM's stride-2 projector, 7 x 7 cells -> 16 tokens)
+  and modality dropout (:func:`drop_modalities`, :func:`without`, :func:`dropout_collate`).
 
 Conventions: ``features[modality]`` holds one entry per example of the batch that *has* that
 modality, in batch order: a ``(n_present, N_m, d)`` tensor when every example has the same number
@@ -77,6 +79,45 @@ def pool_grid(x: torch.Tensor, grid: tuple[int, int], out: tuple[int, int]) -> t
     b, _, d = x.shape
     maps = x.transpose(1, 2).reshape(b, d, h, w)  # (B, d, h, w)
     return F.adaptive_avg_pool2d(maps, (oh, ow)).flatten(2).transpose(1, 2)  # (B, oh*ow, d)
+
+
+class _ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each grid cell: ``(B, C, h, w)`` (MobileVLM's LDP uses it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GridProjector(nn.Module):
+    """MobileVLM's lightweight downsample projector (LDP): an ``h x w`` grid -> ``ceil(h/2) x ceil(w/2)`` tokens.
+
+    Notebook 11, §The model (Chu et al. 2023, MobileVLM): each grid cell goes through
+    :class:`Projector`'s MLP, then two of MobileNetV2's own inverted-residual blocks
+    (``torchvision``'s ``InvertedResidual``, depthwise 3x3): stride 1 with a residual, then stride 2.
+    The convolutions mix each cell with its neighbours before the stride halves the grid, so
+    MobileNetV2's 7 x 7 grid becomes 4 x 4 = 16 tokens that still know where they are, unlike a
+    plain average pool (:func:`pool_grid`). Norms are per-cell LayerNorms (no batch statistics).
+    ``(B, h*w, d_in) -> (B, n_tokens, d_out)``, tokens row-major.
+    """
+
+    def __init__(self, d_in: int, d_out: int, grid: tuple[int, int] = (7, 7)):
+        super().__init__()
+        from torchvision.models.mobilenetv2 import InvertedResidual
+
+        self.grid, self.d_in, self.d_out = tuple(grid), d_in, d_out
+        self.mlp = Projector(d_in, d_out)
+        self.down = nn.Sequential(InvertedResidual(d_out, d_out, 1, 1, norm_layer=_ChannelNorm),
+                                  InvertedResidual(d_out, d_out, 2, 1, norm_layer=_ChannelNorm))
+        self.out_grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+        self.n_tokens = self.out_grid[0] * self.out_grid[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, h*w, d_in) -> (B, n_tokens, d_out)
+        (h, w), b = self.grid, x.shape[0]
+        if x.ndim != 3 or x.shape[1] != h * w:
+            raise ValueError(f"GridProjector expects (B, h*w, d) = (B, {h * w}, {self.d_in}) for its grid {self.grid}, "
+                             f"got {tuple(x.shape)}; build GridProjector(..., grid=(h, w)) for these features")
+        maps = self.mlp(x).transpose(1, 2).reshape(b, self.d_out, h, w)  # (B, d_out, h, w)
+        return self.down(maps).flatten(2).transpose(1, 2)  # (B, n_tokens, d_out)
 
 
 def stack_frames(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -164,7 +205,8 @@ def example(tokenizer: Any, prompt: str, answer: str, n_tokens: dict[str, int], 
     return {"input_ids": prompt_part + answer_part, "labels": [IGNORE] * len(prompt_part) + answer_part}
 
 
-def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right") -> dict[str, Any]:
+def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right",
+            tokens: dict[str, int] | None = None) -> dict[str, Any]:
     """Pad a list of examples into a batch (notebook 08, §Placeholders).
 
     Returns ``input_ids`` (pads: ``pad_id``), ``attention_mask`` (pads: 0), ``labels`` (pads:
@@ -172,7 +214,10 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right"
     stacked over the examples that have that modality, in batch order, or a list of ``(N_i, d)``
     when their numbers of tokens differ (audio; see the module's conventions). ``side="left"`` for
     batched generation (a decoder-only LM continues from the last position of each row).
+    ``tokens``: placeholders per example of a modality whose projector changes the number of
+    tokens (``{"image": GridProjector.n_tokens}``: 49 grid cells become 16 tokens).
     """
+    tokens = tokens or {}
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     if not examples:
@@ -194,10 +239,11 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right"
             rows[name].append(fill + values[name] if side == "left" else values[name] + fill)
         for m, f in (ex.get("features") or {}).items():
             _check_modalities([m], f"example {i}'s features")
-            if f.ndim != 2 or f.shape[0] != ids.count(PLACEHOLDER[m]):
+            if f.ndim != 2 or tokens.get(m, f.shape[0]) != ids.count(PLACEHOLDER[m]):
                 raise ValueError(f"example {i}: features[{m!r}] has shape {tuple(f.shape)} but its input_ids hold "
                                  f"{ids.count(PLACEHOLDER[m])} {m} placeholders; give (N_m, d) features with "
-                                 "N_m = the n_tokens used in prompt_ids")
+                                 "N_m = the n_tokens used in prompt_ids (or tokens={m: n} for a projector that "
+                                 "makes n tokens of them)")
             feats.setdefault(m, []).append(f)
     batch: dict[str, Any] = {name: torch.tensor(r, dtype=torch.long) for name, r in rows.items()}
     batch["features"] = {}
@@ -208,6 +254,56 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int, side: str = "right"
         same = len({f.shape[0] for f in fs}) == 1
         batch["features"][m] = torch.stack(fs) if same else list(fs)
     return batch
+
+
+def without(prompt: str, modalities: Sequence[str]) -> str:
+    """``prompt`` with the markers of ``modalities`` removed (notebook 11, §Modality dropout)."""
+    _check_modalities(list(modalities), "without")
+    for m in modalities:
+        prompt = prompt.replace(MARKER[m], "")
+    return prompt
+
+
+def drop_modalities(present: Sequence[str], p: float, generator: torch.Generator | None = None) -> list[str]:
+    """The modalities to drop from one training example (notebook 11, §Modality dropout).
+
+    Each of ``present`` is dropped with probability ``p``, independently, but never all of them:
+    when every one came up, one of them (drawn uniformly) stays. An image-only example therefore
+    keeps its image, and an image + audio example loses one of the two with probability about
+    ``2p``: the model learns to answer from what is there. Unlike notebook 05's
+    :func:`mmcourse.fusion.modality_dropout`, which zeroes a modality's features, the marker and
+    the features are removed, exactly as a test example without that modality arrives.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability p must be in [0, 1], got {p}")
+    present = list(present)
+    if not present:
+        return []
+    coins = torch.rand(len(present), generator=generator) < p
+    if bool(coins.all()):
+        coins[int(torch.randint(len(present), (1,), generator=generator))] = False
+    return [m for m, c in zip(present, coins.tolist()) if c]
+
+
+def dropout_collate(raw: Sequence[dict[str, Any]], tokenizer: Any, p: float, generator: torch.Generator | None = None,
+                    system: str | None = "", tokens: dict[str, int] | None = None) -> dict[str, Any]:
+    """A training batch with modality dropout (notebook 11, §Modality dropout; the exercise's reference).
+
+    ``raw`` examples are ``{"prompt", "answer", "features": {modality: (N_m, d)}}``; each loses the
+    modalities :func:`drop_modalities` draws (marker and features), is built with :func:`example`
+    and the batch is padded by :func:`collate`. ``tokens`` as in :func:`collate`.
+    """
+    tokens = tokens or {}
+    built = []
+    for ex in raw:
+        feats = dict(ex.get("features") or {})
+        for m in drop_modalities(sorted(feats), p, generator):
+            del feats[m]
+        dropped = [m for m in MARKER if m not in feats]
+        n = {m: tokens.get(m, f.shape[0]) for m, f in feats.items()}
+        one = example(tokenizer, without(ex["prompt"], dropped), ex["answer"], n, system=system)
+        built.append({**one, "features": feats})
+    return collate(built, tokenizer.pad_token_id, tokens=tokens)
 
 
 # ---------------------------------------------------------------- §Merge

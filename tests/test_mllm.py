@@ -93,6 +93,91 @@ def test_projector_normalises_its_input_and_without_norm_is_llava_mlp():
         proj(torch.zeros(1, 2, 3))
 
 
+def test_grid_projector_makes_16_tokens_of_a_7x7_grid_each_from_its_neighbourhood_only():
+    torch.manual_seed(0)
+    proj = mllm.GridProjector(12, 8, grid=(7, 7))
+    x = torch.randn(2, 49, 12)
+    y = proj(x)
+    assert y.shape == (2, 16, 8) and proj.n_tokens == 16 and proj.out_grid == (4, 4)
+    # cell (0, 0) reaches the stride-1 outputs of rows/cols 0-1; a stride-2 output (i, j) reads rows 2i-1..2i+1:
+    # only tokens (0..1, 0..1) = 0, 1, 4, 5 can change (per-cell norms: no statistics over the grid)
+    x2 = x.clone()
+    x2[:, 0] = torch.randn(2, 12)  # (a constant shift would vanish in the LayerNorm)
+    changed = (proj(x2) - y).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.nonzero().flatten().tolist() == [0, 1, 4, 5]
+    assert not torch.allclose(proj(x.flip(1)), y.flip(1))  # the tokens know where they are, unlike a mean
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in proj.parameters())
+    with pytest.raises(ValueError, match="grid=\\(h, w\\)"):
+        proj(torch.zeros(1, 36, 12))
+
+
+def test_a_grid_projector_in_the_model_fills_its_16_placeholders():
+    torch.manual_seed(0)
+    m = MultimodalLM(tiny_lm(), {"image": mllm.GridProjector(D_IMG, 32, grid=(3, 3))})  # 3 x 3 -> 2 x 2 = 4 tokens
+    ex = {"input_ids": [1, 5] + [IMG] * 4 + [6, 7], "labels": [IGNORE] * 6 + [6, 7],
+          "features": {"image": torch.randn(9, D_IMG)}}
+    with pytest.raises(ValueError, match="tokens="):
+        mllm.collate([ex], pad_id=2)
+    b = mllm.collate([ex, ex], pad_id=2, tokens={"image": 4})
+    assert b["features"]["image"].shape == (2, 9, D_IMG)
+    assert torch.isfinite(mllm.loss_fn(m, b))
+
+
+# ---------------------------------------------------------------- §Modality dropout (notebook 11)
+
+def test_without_removes_only_the_named_markers():
+    assert mllm.without("<image><audio>Could this sound come from this scene?", ["audio"]) == \
+        "<image>Could this sound come from this scene?"
+    assert mllm.without("<image>Is there a dog?", []) == "<image>Is there a dog?"
+    with pytest.raises(ValueError, match="unknown modality"):
+        mllm.without("x", ["video"])
+
+
+def test_drop_modalities_drops_each_with_probability_p_but_never_all():
+    g = torch.Generator().manual_seed(0)
+    assert mllm.drop_modalities(["image", "audio"], 0.0, g) == []
+    assert all(mllm.drop_modalities(["image"], 1.0, g) == [] for _ in range(20))  # one modality always stays
+    both = [tuple(mllm.drop_modalities(["image", "audio"], 1.0, g)) for _ in range(400)]
+    assert set(both) == {("image",), ("audio",)} and 150 < both.count(("image",)) < 250
+    draws = [tuple(mllm.drop_modalities(["image", "audio"], 0.3, g)) for _ in range(4000)]
+    # P(drop image only) = 0.3 * 0.7 + 0.3 * 0.3 / 2 = 0.255; P(keep both) = 0.49
+    assert abs(draws.count(("image",)) / 4000 - 0.255) < 0.03 and abs(draws.count(()) / 4000 - 0.49) < 0.03
+    with pytest.raises(ValueError, match="\\[0, 1\\]"):
+        mllm.drop_modalities(["image"], 1.5)
+
+
+class _Tok:
+    """Enough of a tokenizer for example(): a chat template and one id per character."""
+    eos_token_id, pad_token_id = 2, 2
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "".join(f"[{m['role']}]{m['content']}" for m in messages) + "[assistant]"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [3 + ord(c) % 90 for c in text]}
+
+
+def test_dropout_collate_removes_marker_and_features_together():
+    raw = [{"prompt": "<image><audio>match?", "answer": "yes", "features": {"image": torch.randn(9, 4),
+                                                                               "audio": torch.randn(5, 3)}},
+           {"prompt": "<image>dog?", "answer": "no", "features": {"image": torch.randn(9, 4)}}]
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        b = mllm.dropout_collate(raw, _Tok(), p=0.5, generator=g, tokens={"image": 4})
+        ids = b["input_ids"]
+        n_img, n_aud = (ids == IMG).sum(1).tolist(), (ids == AUD).sum(1).tolist()
+        assert n_img[1] == 4 and n_aud[1] == 0  # the image-only example keeps its image
+        assert (n_img[0], n_aud[0]) in {(4, 5), (4, 0), (0, 5)}
+        seen.add((n_img[0], n_aud[0]))
+        assert len(b["features"].get("audio", [])) == (n_aud[0] > 0)
+        assert b["features"]["image"].shape[0] == 1 + (n_img[0] > 0)
+    assert seen == {(4, 5), (4, 0), (0, 5)}
+    full = mllm.dropout_collate(raw, _Tok(), p=0.0, tokens={"image": 4})
+    assert (full["input_ids"] == AUD).sum() == 5 and (full["labels"] != IGNORE).sum() == 3 + 2 + 2
+
+
 # ---------------------------------------------------------------- §Placeholders: collate
 
 def test_collate_pads_and_stacks_features_over_the_examples_that_have_them():
