@@ -18,7 +18,7 @@ NOTEBOOKS: list[tuple[str, str, str, str]] = [
     ("08_image_captioning", "Image captioning", "conditional language modelling, CNN + Transformer decoder, mini-LLaVA prefix LM, beam search, BLEU/ROUGE-L/CIDEr-D", "MobileNetV2 + SmolLM2; Flickr8k"),
     ("09_medical_imaging", "Medical imaging", "pneumonia and MedMNIST classification, imbalance, AUC and calibration, Grad-CAM, image + clinical text fusion, ethics", "MobileNetV2 (+ MiniLM); chest X-rays, MedMNIST"),
     ("10_audio_language", "Audio meets language", "Whisper frames (real length, stacked) → projector → SmolLM2 in two stages; speech recognition vs. a probe vs. an audio LLM; controls", "Whisper tiny.en + SmolLM2 + a Piper voice; FSDD, ESC-10, spoken instructions"),
-    ("11_multimodal_llm", "A small multimodal LLM", "capstone: image + audio + text prompt in, text out; instruction data; evaluation", "all of the above"),
+    ("11_multimodal_llm", "A small multimodal LLM", "capstone: image + audio + text prompt in, text out; instruction data built from labels; two stages with modality dropout; multimodal gain and controls", "MobileNetV2 + Whisper tiny.en + SmolLM2 + a Piper voice; Flickr8k, ESC-10, FSDD"),
     ("12_responsible_mmml", "Responsible multimodal ML", "robustness, missing modalities, interpretability, bias, safety, evaluation pitfalls", "all of the above"),
 ]
 
