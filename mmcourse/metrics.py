@@ -39,6 +39,36 @@ def accuracy_with_interval(correct: int, n: int) -> str:
     return f"{correct / n:.3f} (n = {n}, 95 % CI {low:.3f}–{high:.3f})"
 
 
+def accuracy_by_group(correct: Sequence[bool], groups: Sequence) -> list[dict]:
+    """Accuracy per group with its 95 % Wilson interval (notebook 12, §Group gaps).
+
+    One row per group, sorted by accuracy (lowest first): ``{"group", "n", "correct", "accuracy",
+    "low", "high"}``. What fairlearn's ``MetricFrame(metrics=accuracy, sensitive_features=groups)``
+    gives, plus the intervals that say whether a gap between two groups could be noise.
+    """
+    if len(correct) != len(groups):
+        raise ValueError(f"{len(correct)} results but {len(groups)} group labels: give one group per example")
+    if not len(groups):
+        raise ValueError("no examples to group")
+    tally: dict = {}
+    for ok, g in zip(correct, groups):
+        n, k = tally.get(g, (0, 0))
+        tally[g] = (n + 1, k + bool(ok))
+    rows = [{"group": g, "n": n, "correct": k, "accuracy": k / n, **dict(zip(("low", "high"), wilson_interval(k, n)))}
+            for g, (n, k) in tally.items()]
+    return sorted(rows, key=lambda r: (r["accuracy"], str(r["group"])))
+
+
+def largest_gap(rows: Sequence[dict]) -> dict:
+    """The best and worst group of :func:`accuracy_by_group`, their gap, and whether their intervals overlap
+    (overlapping intervals: the data cannot tell the two groups apart at 95 %; a conservative reading)."""
+    if len(rows) < 2:
+        raise ValueError("a gap needs at least two groups")
+    worst, best = min(rows, key=lambda r: r["accuracy"]), max(rows, key=lambda r: r["accuracy"])
+    return {"best": best["group"], "worst": worst["group"], "gap": best["accuracy"] - worst["accuracy"],
+            "intervals_overlap": worst["high"] >= best["low"]}
+
+
 # ---- captioning metrics (notebook 08, §5)
 
 # pycocoevalcap's guards in BLEU: precision = (clipped + TINY) / (total + SMALL), length ratio likewise.

@@ -24,3 +24,23 @@ def test_known_value_and_text():
     assert metrics.accuracy_with_interval(8, 10) == "0.800 (n = 10, 95 % CI 0.490–0.943)"
     with pytest.raises(ValueError):
         metrics.wilson_interval(11, 10)
+
+
+# ---------------------------------------------------------------- accuracy per group (notebook 12)
+
+def test_accuracy_by_group_counts_each_group_with_its_wilson_interval():
+    correct = [1, 1, 0, 1, 0, 0, 1, 1, 1, 1]
+    groups = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "c"]
+    rows = metrics.accuracy_by_group(correct, groups)
+    assert [(r["group"], r["n"], r["correct"]) for r in rows] == [("b", 3, 1), ("a", 3, 2), ("c", 4, 4)]
+    assert rows[0]["accuracy"] == pytest.approx(1 / 3)
+    assert (rows[2]["low"], rows[2]["high"]) == metrics.wilson_interval(4, 4)
+    gap = metrics.largest_gap(rows)
+    assert gap["best"] == "c" and gap["worst"] == "b" and gap["gap"] == pytest.approx(2 / 3)
+    assert gap["intervals_overlap"]  # 1/3 of 3 vs 4/4: too few examples to tell
+    many = metrics.accuracy_by_group([1] * 200 + [1] * 20 + [0] * 180, ["x"] * 200 + ["y"] * 200)
+    assert not metrics.largest_gap(many)["intervals_overlap"]  # 1.00 vs 0.10 of 200 each: a real gap
+    with pytest.raises(ValueError, match="one group per example"):
+        metrics.accuracy_by_group([1, 0], ["a"])
+    with pytest.raises(ValueError, match="two groups"):
+        metrics.largest_gap(rows[:1])
