@@ -30,6 +30,7 @@ import contextlib
 import difflib
 import math
 import os
+import time
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ class History:
     ``train_loss[i]``, ``lr[i]`` and ``grad_norm[i]`` belong to optimizer step ``i + 1``;
     ``evals`` holds one dict per evaluation (``step``, ``epoch`` and the metrics).
     ``epoch`` / ``batch`` is the data-loader position: micro-batches of ``epoch`` already used.
+    ``seconds`` is the wall time of the run so far, summed over every process that worked on it
+    (a resumed run continues the count of its checkpoint); it is left out of ``==``, since no two
+    runs take the same time.
     """
 
     step: int = 0
@@ -76,6 +80,7 @@ class History:
     best_step: int | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+    seconds: float = field(default=0.0, compare=False)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -351,6 +356,7 @@ class _Run:
         self.hist, self.pending_rng, self.best_state = History(), None, None
         if cfg.resume and cfg.checkpoint_dir is not None:
             self.resume()
+        self.clock = time.perf_counter() - self.hist.seconds  # seconds counts on from the checkpoint
         self.last_saved = self.hist.step if self.pending_rng is not None else None
         self.step_loss = torch.zeros((), device=self.dev)
         model.train()
@@ -472,6 +478,7 @@ class _Run:
 
     def save(self) -> None:
         """Checkpoint the run as it is now (:func:`mmcourse.checkpoint.save_checkpoint`)."""
+        self.hist.seconds = time.perf_counter() - self.clock
         state = training_state(asdict(self.hist), self.optimizer, self.scheduler, self.scaler, self.cfg.seed)
         save_checkpoint(self.cfg.checkpoint_dir, self.model, state, self.best_state, self.cfg.keep_last)
         self.last_saved = self.hist.step
@@ -491,6 +498,7 @@ class _Run:
     def finish(self) -> History:
         """Load the best weights back (``restore_best``), report "end", return the history."""
         hist = self.hist
+        hist.seconds = time.perf_counter() - self.clock
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         if self.callback:
