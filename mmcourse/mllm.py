@@ -16,7 +16,7 @@ Section by section (notebook 08):
   positions; :class:`MultimodalLM` is the whole model, :func:`loss_fn` its loss for ``train.fit``.
 * §Generation: :func:`generate` (greedy or beam search from ``inputs_embeds``) and :func:`decode`.
 * Notebook 11: :class:`GridProjector` (MobileVLM's stride-2 projector, 7 x 7 cells -> 16 tokens)
-  and modality dropout (:func:`drop_modalities`, :func:`without`, :func:`dropout_collate`).
+  and modality dropout (:func:`drop_modalities`, :func:`without`, :func:`drop_example`).
 
 Conventions: ``features[modality]`` holds one entry per example of the batch that *has* that
 modality, in batch order: a ``(n_present, N_m, d)`` tensor when every example has the same number
@@ -285,25 +285,17 @@ def drop_modalities(present: Sequence[str], p: float, generator: torch.Generator
     return [m for m, c in zip(present, coins.tolist()) if c]
 
 
-def dropout_collate(raw: Sequence[dict[str, Any]], tokenizer: Any, p: float, generator: torch.Generator | None = None,
-                    system: str | None = "", tokens: dict[str, int] | None = None) -> dict[str, Any]:
-    """A training batch with modality dropout (notebook 11, §Modality dropout; the exercise's reference).
+def drop_example(ex: dict[str, Any], p: float, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """One training example after modality dropout (notebook 11, §Modality dropout; exercise 11.2's reference).
 
-    ``raw`` examples are ``{"prompt", "answer", "features": {modality: (N_m, d)}}``; each loses the
-    modalities :func:`drop_modalities` draws (marker and features), is built with :func:`example`
-    and the batch is padded by :func:`collate`. ``tokens`` as in :func:`collate`.
+    ``ex`` is ``{"prompt", "answer", "features": {modality: (N_m, d)}}``; the modalities
+    :func:`drop_modalities` draws lose their marker (:func:`without`) and their features. A new
+    dict: ``ex`` is left as it was. Build the batch from the result with :func:`example` and
+    :func:`collate`, as for any other example.
     """
-    tokens = tokens or {}
-    built = []
-    for ex in raw:
-        feats = dict(ex.get("features") or {})
-        for m in drop_modalities(sorted(feats), p, generator):
-            del feats[m]
-        dropped = [m for m in MARKER if m not in feats]
-        n = {m: tokens.get(m, f.shape[0]) for m, f in feats.items()}
-        one = example(tokenizer, without(ex["prompt"], dropped), ex["answer"], n, system=system)
-        built.append({**one, "features": feats})
-    return collate(built, tokenizer.pad_token_id, tokens=tokens)
+    feats = dict(ex["features"])
+    dropped = drop_modalities(sorted(feats), p, generator)
+    return {**ex, "prompt": without(ex["prompt"], dropped), "features": {m: f for m, f in feats.items() if m not in dropped}}
 
 
 # ---------------------------------------------------------------- §Merge

@@ -158,24 +158,25 @@ class _Tok:
         return {"input_ids": [3 + ord(c) % 90 for c in text]}
 
 
-def test_dropout_collate_removes_marker_and_features_together():
+def test_drop_example_removes_marker_and_features_together_and_the_batch_follows():
     raw = [{"prompt": "<image><audio>match?", "answer": "yes", "features": {"image": torch.randn(9, 4),
                                                                                "audio": torch.randn(5, 3)}},
            {"prompt": "<image>dog?", "answer": "no", "features": {"image": torch.randn(9, 4)}}]
     g = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(30):
-        b = mllm.dropout_collate(raw, _Tok(), p=0.5, generator=g, tokens={"image": 4})
-        ids = b["input_ids"]
+        dropped = [mllm.drop_example(e, 0.5, g) for e in raw]
+        assert raw[0]["prompt"] == "<image><audio>match?" and len(raw[0]["features"]) == 2  # input untouched
+        built = [{**mllm.example(_Tok(), e["prompt"], e["answer"], {m: 4 if m == "image" else len(f)
+                                                                     for m, f in e["features"].items()}),
+                  "features": e["features"]} for e in dropped]
+        ids = mllm.collate(built, 2, tokens={"image": 4})["input_ids"]
         n_img, n_aud = (ids == IMG).sum(1).tolist(), (ids == AUD).sum(1).tolist()
         assert n_img[1] == 4 and n_aud[1] == 0  # the image-only example keeps its image
-        assert (n_img[0], n_aud[0]) in {(4, 5), (4, 0), (0, 5)}
+        assert (n_img[0] > 0) == ("image" in dropped[0]["features"]) and (n_aud[0] > 0) == ("audio" in dropped[0]["features"])
         seen.add((n_img[0], n_aud[0]))
-        assert len(b["features"].get("audio", [])) == (n_aud[0] > 0)
-        assert b["features"]["image"].shape[0] == 1 + (n_img[0] > 0)
-    assert seen == {(4, 5), (4, 0), (0, 5)}
-    full = mllm.dropout_collate(raw, _Tok(), p=0.0, tokens={"image": 4})
-    assert (full["input_ids"] == AUD).sum() == 5 and (full["labels"] != IGNORE).sum() == 3 + 2 + 2
+    assert seen == {(4, 5), (4, 0), (0, 5)}  # both, image only, audio only; never neither
+    assert mllm.drop_example(raw[0], 0.0)["prompt"] == raw[0]["prompt"]
 
 
 # ---------------------------------------------------------------- §Placeholders: collate

@@ -227,10 +227,7 @@ def reference_dropout_example(ex: dict[str, Any], p: float, generator: torch.Gen
     (:func:`mmcourse.mllm.without`) and its features, exactly as a test example without it arrives.
     A new dict: ``ex`` is left as it was.
     """
-    feats = dict(ex["features"])
-    dropped = mllm.drop_modalities(sorted(feats), p, generator)
-    return {**ex, "prompt": mllm.without(ex["prompt"], dropped),
-            "features": {m: f for m, f in feats.items() if m not in dropped}}
+    return mllm.drop_example(ex, p, generator)
 
 
 def dropout_examples() -> dict[str, dict[str, Any]]:
@@ -289,7 +286,7 @@ def _one_draw(name: str, fn: Callable, ex: dict[str, Any], p: float, generator: 
     when the output is not a valid dropout of ``ex``."""
     where = f"{name} (p = {p:g}, {what})"
     given = _copy(ex)
-    out = checks.attempt(where, fn, given, p, generator, fallback="mmcourse.mllm.drop_modalities and mllm.without")
+    out = checks.attempt(where, fn, given, p, generator, fallback="mmcourse.mllm.drop_example")
     if checks.is_pending(out):
         raise _Stop
     if not _as_before(given, ex):
