@@ -19,7 +19,7 @@ NOTEBOOKS: list[tuple[str, str, str, str]] = [
     ("09_medical_imaging", "Medical imaging", "pneumonia and MedMNIST classification, imbalance, AUC and calibration, Grad-CAM, image + clinical text fusion, ethics", "MobileNetV2 (+ MiniLM); chest X-rays, MedMNIST"),
     ("10_audio_language", "Audio meets language", "Whisper frames (real length, stacked) → projector → SmolLM2 in two stages; speech recognition vs. a probe vs. an audio LLM; controls", "Whisper tiny.en + SmolLM2 + a Piper voice; FSDD, ESC-10, spoken instructions"),
     ("11_multimodal_llm", "A small multimodal LLM", "capstone: image + audio + text prompt in, text out; instruction data built from labels; two stages with modality dropout; multimodal gain and controls", "MobileNetV2 + Whisper tiny.en + SmolLM2 + a Piper voice; Flickr8k, ESC-10, FSDD"),
-    ("12_responsible_mmml", "Responsible multimodal ML", "robustness, missing modalities, interpretability, bias, safety, evaluation pitfalls", "all of the above"),
+    ("12_responsible_mmml", "Responsible multimodal ML", "robustness curves, missing modalities, blind baselines, leakage, shortcuts and saliency sanity checks, group gaps, hallucinated objects; an evaluation checklist", "Whisper + MobileNetV2 + small CNNs; FSDD, digits, ESC-10, Flickr8k, X-rays, PneumoniaMNIST"),
 ]
 
 
