@@ -70,6 +70,22 @@ def memory(dev, reset: bool = False) -> float:
     return round(runtime.peak_rss_mb(), 1)
 
 
+def has_cuda(rows: dict[str, dict]) -> bool:
+    """Whether any row measured a CUDA peak (the tables then get a CUDA column)."""
+    return any("cuda_peak_mb" in r for r in rows.values())
+
+
+def measured_head(cuda: bool) -> str:
+    """The header of the columns every table ends with: spread, peak RSS, at start (and CUDA peak)."""
+    return f"{'spread':>6} {'peak RSS':>9} {'at start':>9}" + (f" {'CUDA peak':>10}" if cuda else "")
+
+
+def measured_cells(r: dict, cuda: bool) -> str:
+    """A row's values under :func:`measured_head`."""
+    return (f"{r['spread']:>6.2f} {r['peak_rss_mb']:>9.0f} {r['start_rss_mb']:>9.0f}"
+            + (f" {r.get('cuda_peak_mb', 0):>10.0f}" if cuda else ""))
+
+
 def finish_row(out: dict, key: str, dev) -> dict:
     """Add what every row reports: its key, the process's peak RSS, torch threads, the device, the CUDA peak."""
     import torch
@@ -106,7 +122,7 @@ def common_notes(rows: dict[str, dict], labels: dict[str, tuple[str, str, str]])
         out.append(f"WARNING: timings unsteady (spread > {NOISY}) for {', '.join(noisy)}: other processes compete "
                    "for the CPU (or --threads exceeds the free cores); figures and ratios are unreliable, rerun on "
                    "an idle machine or with fewer --threads")
-    if any("cuda_peak_mb" in r for r in rows.values()):
+    if has_cuda(rows):
         out.append("CUDA peak (MiB): torch.cuda.max_memory_allocated over the warm-up and timed runs")
     return out
 

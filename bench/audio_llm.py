@@ -202,16 +202,15 @@ def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
 
 def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
     """The printed table: one line per row (with its audio tokens or frames), then the ratios."""
-    cuda = any("cuda_peak_mb" in r for r in rows.values())
-    head = (f"{'phase':<11} {'row':<37} {'size':<34} {'audio tok':>9} {'figure':>9} {'unit':<9} {'spread':>6} "
-            f"{'peak RSS':>9} {'at start':>9}" + (f" {'CUDA peak':>10}" if cuda else ""))
+    cuda = _common.has_cuda(rows)
+    head = (f"{'phase':<11} {'row':<37} {'size':<34} {'audio tok':>9} {'figure':>9} {'unit':<9} "
+            + _common.measured_head(cuda))
     lines = [head]
     for key, r in rows.items():
         phase, label, unit = ROWS[key]
         tokens = r["mean_frames"] if phase == "encoder" else r["audio_tokens"]
         lines.append(f"{phase:<11} {label:<37} {r['n']:<34} {tokens:>9.1f} {r['value']:>9.3g} {unit:<9} "
-                     f"{r['spread']:>6.2f} {r['peak_rss_mb']:>9.0f} {r['start_rss_mb']:>9.0f}"
-                     + (f" {r.get('cuda_peak_mb', 0):>10.0f}" if cuda else ""))
+                     + _common.measured_cells(r, cuda))
     lines += [f"{'ratio':<11} {name:<71} {value:>8.2f}x" for name, value in ratios.items()]
     return "\n".join(lines)
 

@@ -218,16 +218,13 @@ def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
 
 def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
     """The printed table: one line per row, then the ratios."""
-    cuda = any("cuda_peak_mb" in r for r in rows.values())
-    head = (f"{'phase':<11} {'row':<35} {'size':<30} {'figure':>9} {'unit':<10} {'spread':>6} {'peak RSS':>9} "
-            f"{'at start':>9}" + (f" {'CUDA peak':>10}" if cuda else ""))
+    cuda = _common.has_cuda(rows)
+    head = f"{'phase':<11} {'row':<35} {'size':<30} {'figure':>9} {'unit':<10} " + _common.measured_head(cuda)
     lines = [head]
     for key, r in rows.items():
         phase, label, unit = ROWS[key]
-        line = (f"{phase:<11} {label:<35} {r['n']:<30} {r['value']:>9.3g} {unit:<10} {r['spread']:>6.2f} "
-                f"{r['peak_rss_mb']:>9.0f} {r['start_rss_mb']:>9.0f}"
-                + (f" {r.get('cuda_peak_mb', 0):>10.0f}" if cuda else ""))
-        lines.append(line)
+        lines.append(f"{phase:<11} {label:<35} {r['n']:<30} {r['value']:>9.3g} {unit:<10} "
+                     + _common.measured_cells(r, cuda))
     lines += [f"{'ratio':<11} {name:<66} {value:>8.2f}x" for name, value in ratios.items()]
     return "\n".join(lines)
 

@@ -162,15 +162,14 @@ def run_row(key: str, device: str, quick: bool, threads: int | None) -> dict:
 
 def table(rows: dict[str, dict], ratios: dict[str, float]) -> str:
     """The printed table: one line per row, then the ratio."""
-    cuda = any("cuda_peak_mb" in r for r in rows.values())
-    head = (f"{'phase':<9} {'row':<36} {'inputs':<58} {'positions':>9} {'figure':>8} {'unit':<8} {'spread':>6} "
-            f"{'peak RSS':>9} {'at start':>9}" + (f" {'CUDA peak':>10}" if cuda else ""))
+    cuda = _common.has_cuda(rows)
+    head = (f"{'phase':<9} {'row':<36} {'inputs':<58} {'positions':>9} {'figure':>8} {'unit':<8} "
+            + _common.measured_head(cuda))
     lines = [head]
     for key, r in rows.items():
         phase, label, unit = ROWS[key]
         lines.append(f"{phase:<9} {label:<36} {r['n']:<58} {r['prompt_tokens']:>9} {r['value']:>8.3g} {unit:<8} "
-                     f"{r['spread']:>6.2f} {r['peak_rss_mb']:>9.0f} {r['start_rss_mb']:>9.0f}"
-                     + (f" {r.get('cuda_peak_mb', 0):>10.0f}" if cuda else ""))
+                     + _common.measured_cells(r, cuda))
     lines += [f"{'ratio':<9} {name:<113} {value:>7.2f}x" for name, value in ratios.items()]
     return "\n".join(lines)
 
