@@ -8,11 +8,13 @@
         [--strict-checks|--lenient-checks]  strict (default) for solutions/, lenient for notebooks/
     mmcourse release                     regenerate notebooks/ (student copies) from solutions/
     mmcourse check-release               is notebooks/ in sync with solutions/?
+    mmcourse grade SUBMISSIONS [-o DIR] [-j N]  grade students' copies (README, "Instructor guide")
     mmcourse dashboard [--port N]        live training dashboard (visdom on 127.0.0.1, offline)
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mmcourse import config
 
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-release", help="fail when notebooks/ is out of sync")
     chk.add_argument("--src", default="solutions")
     chk.add_argument("--dst", default="notebooks")
+    sub.add_parser("grade", help="grade students' notebooks (mmcourse grade --help)", add_help=False)
     dash = sub.add_parser("dashboard", help="live training dashboard: visdom on 127.0.0.1, offline")
     dash.add_argument("--port", type=int, default=8097, help="port (default 8097)")
     return p
@@ -124,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:
+        from mmcourse import grade
+        return grade.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         return doctor()

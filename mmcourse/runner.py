@@ -50,6 +50,8 @@ def _papermill_child(config_json: str) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     cfg = json.loads(config_json)
+    if cfg.get("loopback_up"):
+        _loopback_up()  # a fresh network namespace (mmcourse grade) starts with `lo` down
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     result: dict[str, Any] = {"status": "ok", "error": None}
     try:
@@ -57,7 +59,8 @@ def _papermill_child(config_json: str) -> int:
         papermill.execute_notebook(
             cfg["input"], cfg["output"], parameters={"PROFILE": cfg["profile"]},
             kernel_name=cfg["kernel_name"], language=language, cwd=cfg["cwd"], progress_bar=False,
-            log_output=True, execution_timeout=cfg["cell_timeout"], start_timeout=120)
+            log_output=True, execution_timeout=cfg["cell_timeout"], start_timeout=120,
+            **cfg.get("engine_kwargs", {}))
     except PapermillExecutionError as exc:
         result = {"status": "failed", "error": f"{exc.ename}: {exc.evalue}"}
     except CellTimeoutError as exc:
@@ -70,6 +73,18 @@ def _papermill_child(config_json: str) -> int:
     result["children_peak_rss_mb"] = round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
     write_text_atomic(cfg["result"], json.dumps(result))
     return 0
+
+
+def _loopback_up() -> None:
+    """Bring the loopback interface up (SIOCGIFFLAGS / SIOCSIFFLAGS), so that papermill can talk
+    to its kernel over 127.0.0.1 inside a new network namespace that has no other interface."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))  # IFF_UP
 
 
 def _descendants(pid: int) -> list[int]:
@@ -148,13 +163,13 @@ def _kill_tree(proc: subprocess.Popen) -> float | None:
 _QUIET = re.compile(r"^(Executing|Ending) Cell \d+-+$|Kernel is running over TCP without encryption")
 
 
-def _pump(stream, log_path: Path, prefix: str) -> None:
+def _pump(stream, log_path: Path, prefix: str, echo: bool = True) -> None:
     with open(log_path, "w", encoding="utf-8") as log:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
             log.write(line + "\n")
             log.flush()
-            if _QUIET.search(line):
+            if not echo or _QUIET.search(line):
                 continue
             text = f"{prefix}{line}"
             try:  # never let printing stop the draining of the pipe
@@ -213,35 +228,9 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
     config = {"input": str(path.resolve()), "output": str(executed.resolve()),
               "profile": profile, "kernel_name": kernel_name, "cwd": str(path.parent.resolve()),
               "cell_timeout": int(timeout), "result": result_file}
-    code = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
-            "from mmcourse.runner import _papermill_child; "
-            "sys.exit(_papermill_child(sys.argv[1]))")
-
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    reader = threading.Thread(target=_pump, args=(proc.stdout, build / f"{name}.log",
-                                                  f"[{name}] "), daemon=True)
-    reader.start()
-    timed_out, killed_peak = False, None
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        killed_peak = _kill_tree(proc)
-    except BaseException:  # Ctrl-C: the runner is in its own session, so take it down too
-        _kill_tree(proc)
-        raise
-    seconds = round(time.monotonic() - t0, 2)
-    reader.join(timeout=10)
-
-    result: dict[str, Any] = {}
-    if os.path.exists(result_file):
-        with open(result_file, encoding="utf-8") as f:
-            result = json.load(f)
-        os.unlink(result_file)
+    result, timed_out, killed_peak, seconds, returncode = execute(
+        config, env, timeout, build / f"{name}.log", f"[{name}] ")
     if timed_out:
         cell = _running_cell(executed) if executed.exists() else None
         where = f" in cell {cell}" if cell is not None else ""
@@ -250,7 +239,7 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
     elif result:
         status, error = result["status"], _short_error(result.get("error"))
     else:
-        status, error = "failed", f"runner exited with code {proc.returncode} and no result " \
+        status, error = "failed", f"runner exited with code {returncode} and no result " \
                                   f"(see {build / (name + '.log')})"
 
     rec = read_record(record)
@@ -265,6 +254,46 @@ def _run_one(path: Path, build: Path, profile: str, timeout: int, kernel_name: s
             "peak_rss_mb": max(peaks) if peaks else None, "profile": profile,
             "data_sources": rec.get("data_sources", {}), "metrics": rec.get("metrics", {}),
             "claims": rec.get("claims", []), "error": error, "started": started}
+
+
+def execute(config: dict[str, Any], env: dict[str, str], timeout: float, log_path: Path,
+            prefix: str, wrapper: list[str] | None = None, preexec_fn=None,
+            echo: bool = True) -> tuple[dict[str, Any], bool, float | None, float, int | None]:
+    """Run :func:`_papermill_child` with ``config`` in a new session and wait up to ``timeout`` s.
+
+    On timeout (or Ctrl-C) the child, its kernel and their process groups are killed. Output
+    goes to ``log_path`` (and, with ``echo``, to stdout prefixed with ``prefix``). ``wrapper``
+    is put before the command (``mmcourse grade``: ``unshare -n``); ``preexec_fn`` runs in the
+    child before it starts (resource limits). Returns (the child's result, timed out, peak RSS
+    before a kill, seconds, exit code).
+    """
+    result_file = config["result"]
+    code = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+            "from mmcourse.runner import _papermill_child; "
+            "sys.exit(_papermill_child(sys.argv[1]))")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([*(wrapper or []), sys.executable, "-c", code, json.dumps(config)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn)
+    reader = threading.Thread(target=_pump, args=(proc.stdout, log_path, prefix, echo), daemon=True)
+    reader.start()
+    timed_out, killed_peak = False, None
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        killed_peak = _kill_tree(proc)
+    except BaseException:  # Ctrl-C: the runner is in its own session, so take it down too
+        _kill_tree(proc)
+        raise
+    seconds = round(time.monotonic() - t0, 2)
+    reader.join(timeout=10)
+    result: dict[str, Any] = {}
+    if os.path.exists(result_file):
+        with open(result_file, encoding="utf-8") as f:
+            result = json.load(f)
+        os.unlink(result_file)
+    return result, timed_out, killed_peak, seconds, proc.returncode
 
 
 def _write_html(executed: Path, out: Path) -> None:

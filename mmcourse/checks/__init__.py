@@ -16,6 +16,7 @@ for the kernels nbval starts (``tests/conftest.py``).
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -24,6 +25,9 @@ import numpy as np
 
 
 STRICT_ENV = "MMCOURSE_STRICT_CHECKS"
+GRADE_MARK = "MMCOURSE-VERDICT"
+# The verdicts of the check statement `mmcourse grade` is running (None: not grading).
+_recorded: list[dict] | None = None
 
 
 class CheckFailed(AssertionError):
@@ -35,10 +39,38 @@ def strict() -> bool:
     return os.environ.get(STRICT_ENV, "") not in ("", "0", "false", "False")
 
 
+def _record(verdict: str, name: str, message: str) -> None:
+    if _recorded is not None:
+        _recorded.append({"verdict": verdict, "check": name, "message": message})
+
+
+def grading_begin() -> None:
+    """Start recording verdicts (``mmcourse grade`` puts this before each check statement)."""
+    global _recorded
+    _recorded = []
+
+
+def grading_emit(token: str) -> None:
+    """Print the recorded verdicts as one line tagged with ``token``, then stop recording.
+
+    ``mmcourse grade`` writes a fresh random token into each check statement it wraps and reads
+    the verdicts only from this line, in that cell's output: a "✓" that student code prints is
+    not a verdict (README, "Grading: what it trusts").
+    """
+    global _recorded
+    verdicts, _recorded = _recorded or [], None
+    print(f"{GRADE_MARK} " + json.dumps({"token": token, "verdicts": verdicts}), flush=True)
+
+
+def _right(name: str, text: str) -> bool:
+    print(f"✓ {name}: {text}")
+    _record("passed", name, text)
+    return True
+
+
 def passed(name: str, detail: str = "") -> bool:
     """Print a ✓ verdict."""
-    print(f"✓ {name}: correct" + (f" ({detail})" if detail else ""))
-    return True
+    return _right(name, "correct" + (f" ({detail})" if detail else ""))
 
 
 def failed(name: str, expected: Any, found: Any, hint: str = "") -> bool:
@@ -46,6 +78,7 @@ def failed(name: str, expected: Any, found: Any, hint: str = "") -> bool:
     found = str(found).rstrip(".")  # the sentence adds its own full stop
     msg = f"✗ {name}: expected {expected}, found {found}." + (f"\n  Hint: {hint}" if hint else "")
     print(msg)
+    _record("failed", name, msg)
     if strict():
         raise CheckFailed(msg)
     return False
@@ -57,6 +90,7 @@ def pending(name: str, fallback: str = "") -> bool:
     if fallback:
         msg += f" The notebook continues with {fallback}."
     print(msg)
+    _record("pending", name, msg)
     if strict():
         raise CheckFailed(msg)
     return False
@@ -177,16 +211,14 @@ def quiz(name: str, fn: Callable, correct: Any, explanation: str, choices: dict[
             return failed(name, f"one of {', '.join(sorted(choices))}", repr(given),
                           "return the letter of your choice, e.g. \"a\"")
         if pick == correct:
-            print(f"✓ {name}: {pick}) {choices[pick]} — right. {explanation}")
-            return True
+            return _right(name, f"{pick}) {choices[pick]} — right. {explanation}")
         return failed(name, "another choice", f"{pick}) {choices[pick]}", explanation)
     try:
         value = float(given)
     except (TypeError, ValueError):
         return failed(name, "a number", repr(given), "return a number")
     if abs(value - correct) <= rel_tol * abs(correct) + 1e-12:
-        print(f"✓ {name}: {value:g} — right. {explanation}")
-        return True
+        return _right(name, f"{value:g} — right. {explanation}")
     return failed(name, f"a number within {100 * rel_tol:g} % of the right one", f"{value:g}", explanation)
 
 
