@@ -14,11 +14,15 @@ TESTS ?= --nbval-lax tests solutions
 export UV_LINK_MODE ?= copy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: course test lab data models dashboard release check-release bench doctor env lock clean
+.PHONY: course test book lab data models dashboard release check-release bench doctor env lock clean
 
 course: models ## execute every solution notebook into build/ (HTML, report.json, summary)
 	$(PY) -m mmcourse run --strict-checks $(if $(PROFILE),--profile $(PROFILE),) $(NB)
 	@echo "Open build/index.html for the executed notebooks."
+
+book: models ## the offline course book in build/book from build/ (runs notebooks not executed yet)
+	$(PY) -m mmcourse book --run-missing
+	@echo "Open build/book/index.html (works offline)."
 
 test: models ## unit tests + notebook tests
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)

@@ -9,6 +9,7 @@
     mmcourse release                     regenerate notebooks/ (student copies) from solutions/
     mmcourse check-release               is notebooks/ in sync with solutions/?
     mmcourse grade SUBMISSIONS [-o DIR] [-j N]  grade students' copies (README, "Instructor guide")
+    mmcourse book [--run-missing]        the offline course book in build/book (README, "The course book")
     mmcourse dashboard [--port N]        live training dashboard (visdom on 127.0.0.1, offline)
 """
 from __future__ import annotations
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--src", default="solutions")
     chk.add_argument("--dst", default="notebooks")
     sub.add_parser("grade", help="grade students' notebooks (mmcourse grade --help)", add_help=False)
+    sub.add_parser("book", help="build the offline course book (mmcourse book --help)", add_help=False)
     dash = sub.add_parser("dashboard", help="live training dashboard: visdom on 127.0.0.1, offline")
     dash.add_argument("--port", type=int, default=8097, help="port (default 8097)")
     return p
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["grade"]:
         from mmcourse import grade
         return grade.main(argv[1:])
+    if argv[:1] == ["book"]:
+        from mmcourse import book
+        return book.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         return doctor()

@@ -297,10 +297,9 @@ def execute(config: dict[str, Any], env: dict[str, str], timeout: float, log_pat
 
 
 def _write_html(executed: Path, out: Path) -> None:
-    from nbconvert import HTMLExporter
+    from mmcourse.book import notebook_html  # offline: a local MathJax, no CDN scripts
 
-    body, _ = HTMLExporter().from_notebook_node(nbio.read(executed))
-    write_text_atomic(out, body)
+    notebook_html(nbio.read(executed), out)
 
 
 @contextlib.contextmanager
