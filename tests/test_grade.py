@@ -291,3 +291,22 @@ def test_endless_loop_and_dead_kernel_are_stopped_and_the_batch_goes_on(tmp_path
     assert judy_v == {"cosine_similarity": "passed", "quiz_0_1": "timeout", "quiz_0_2": "error",
                       "quiz_0_3": "error"}
     assert (tmp_path / "out" / "judy" / NAME / "feedback.md").exists()
+
+
+def test_points_come_from_cell_metadata_and_written_answers_are_kept_for_a_person():
+    source = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from mmcourse.checks import nb00"),
+        nbformat.v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"
+                                  "nb00.check_double(double)", metadata={"mmcourse": {"points": 2.5}}),
+        nbformat.v4.new_markdown_cell("Why?\n\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->"),
+    ])
+    for i, c in enumerate(source.cells):
+        c["id"] = f"c{i}"
+    assert [(e.name, e.points) for e in grade.exercises(source)] == [("double", 2.5)]
+    student = nbformat.from_dict(copy.deepcopy(dict(grade.release.release_notebook(source))))
+    student.cells[2].source = "Why?\n\nBecause doubling is linear."
+    student.cells[1].source = "def double(x):\n    return x + x\nnb00.check_double(double)"
+    rebuilt = grade.rebuild(source, student, "toy.ipynb")
+    assert rebuilt.written == {"c2": "Why?\n\nBecause doubling is linear."}
+    assert rebuilt.answers == {"double": "def double(x):\n    return x + x"} and rebuilt.attempted["double"]
+    assert "Because." not in "\n".join(c.source for c in rebuilt.nb.cells)  # no solution leaks in
