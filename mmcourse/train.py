@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmcourse import runtime
+from mmcourse import distributed, runtime
 from mmcourse.checkpoint import (load_latest_checkpoint, restore_training_state, save_checkpoint, set_rng_state,
                                  training_state)
 # moved to mmcourse.checkpoint; ``from mmcourse.train import CheckpointWarning, ...`` keeps working
@@ -339,11 +339,18 @@ class _Run:
                  cfg: FitConfig, optimizer: torch.optim.Optimizer | None, scheduler: Any,
                  eval_fn: EvalFn | None, callback: Callback | None):
         self.model, self.loss_fn, self.cfg = model, loss_fn, cfg
-        self.train_loader, self.val_loader, self.eval_fn, self.callback = train_loader, val_loader, eval_fn, callback
-        self.dev = torch.device(cfg.device) if cfg.device is not None else runtime.device()
+        self.train_loader, self.val_loader, self.eval_fn = train_loader, val_loader, eval_fn
+        self.dev = torch.device(cfg.device) if cfg.device is not None else \
+            distributed.device_for_rank() if distributed.env_world_size() > 1 else runtime.device()
+        # under torchrun (WORLD_SIZE > 1): join the group; rank 0 alone logs, draws and saves
+        self.distributed = distributed.init_from_env(self.dev)
+        self.main = distributed.is_main()
+        self.callback = callback if self.main else None
+        if self.distributed:  # each rank its shard of every epoch, in one global order
+            self.train_loader = distributed.shard_loader(train_loader, cfg.seed)
         model.to(self.dev)
         self.amp_dtype = runtime.autocast_dtype(self.dev) if cfg.amp else None
-        self.n_batches = len(train_loader)
+        self.n_batches = len(self.train_loader)
         steps = cfg.epochs * math.ceil(self.n_batches / cfg.accumulate)
         self.total = steps if cfg.max_steps is None else min(cfg.max_steps, steps)
         self.optimizer = optimizer or default_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -354,14 +361,22 @@ class _Run:
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.hist, self.pending_rng, self.best_state = History(), None, None
+        self.ckpt_world = 1
         if cfg.resume and cfg.checkpoint_dir is not None:
             self.resume()
+        if not self.distributed and self.ckpt_world > 1:  # keep the global order of the sharded run
+            self.train_loader = distributed.shard_loader(train_loader, cfg.seed, force=True)
+        self.forward = distributed.LossModule(model, loss_fn)
+        if self.distributed:  # averages the gradients across ranks during backward
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.forward, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
+                find_unused_parameters=True)
         self.clock = time.perf_counter() - self.hist.seconds  # seconds counts on from the checkpoint
         self.last_saved = self.hist.step if self.pending_rng is not None else None
         self.step_loss = torch.zeros((), device=self.dev)
         model.train()
-        self.bar = tqdm(total=self.total, initial=self.hist.step, desc="train", disable=not cfg.progress,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, initial=self.hist.step, desc="train",
+                        disable=not (cfg.progress and self.main), dynamic_ncols=True)
 
     @property
     def finished(self) -> bool:
@@ -403,13 +418,17 @@ class _Run:
         the optimizer step. Returns the step's pre-clip gradient norm, or None (no step yet)."""
         accumulate = self.cfg.accumulate
         group_size = min(accumulate, self.n_batches - (i // accumulate) * accumulate)
+        last = not ((i + 1) % accumulate and i + 1 != self.n_batches)  # of its accumulation group
         try:
             batch = to_device(batch, self.dev)
-            with _amp_context(self.dev, self.amp_dtype):
-                loss = self.loss_fn(self.model, batch) / group_size
-            self.scaler.scale(loss).backward()
+            # DDP all-reduces the gradients in the backward of a group's last micro-batch only
+            sync = contextlib.nullcontext() if last or not self.distributed else self.forward.no_sync()
+            with sync:
+                with _amp_context(self.dev, self.amp_dtype):
+                    loss = self.forward(batch) / group_size
+                self.scaler.scale(loss).backward()
             self.step_loss += loss.detach().float()
-            if (i + 1) % accumulate and i + 1 != self.n_batches:
+            if not last:
                 return None
             return _optimizer_step(self.optimizer, self.scaler, self.params, self.cfg.clip_grad_norm)
         except torch.OutOfMemoryError as err:
@@ -424,7 +443,7 @@ class _Run:
         _scheduler_step(self.scheduler, self.scaler)
         hist.step += 1
         hist.epoch, hist.batch = epoch, i + 1
-        hist.train_loss.append(float(self.step_loss))
+        hist.train_loss.append(float(distributed.mean(self.step_loss)))  # the global batch's loss
         hist.grad_norm.append(norm)
         self.step_loss = torch.zeros((), device=self.dev)
         self.bar.update(1)
@@ -448,11 +467,15 @@ class _Run:
     def validate(self) -> None:
         """:func:`evaluate`, early-stopping bookkeeping, record the metrics, report "eval"."""
         hist = self.hist
-        try:
-            metrics = evaluate(self.model, self.loss_fn, self.val_loader, self.eval_fn, self.dev, self.amp_dtype)
-        except torch.OutOfMemoryError as err:
-            _free_memory(self.optimizer, self.dev, err)
-            raise _oom_error(err, "evaluation", hist.step, None, self.val_loader, 1, self.dev) from err
+        metrics = None
+        if self.main:  # rank 0 evaluates; every rank gets its metrics, so all stop together
+            try:
+                metrics = evaluate(self.model, self.loss_fn, self.val_loader, self.eval_fn, self.dev,
+                                   self.amp_dtype)
+            except torch.OutOfMemoryError as err:
+                _free_memory(self.optimizer, self.dev, err)
+                raise _oom_error(err, "evaluation", hist.step, None, self.val_loader, 1, self.dev) from err
+        metrics = distributed.broadcast(metrics)
         improved = self.track_best(metrics)
         hist.evals.append({"step": hist.step, "epoch": hist.epoch, **metrics})
         self.bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
@@ -479,8 +502,12 @@ class _Run:
     def save(self) -> None:
         """Checkpoint the run as it is now (:func:`mmcourse.checkpoint.save_checkpoint`)."""
         self.hist.seconds = time.perf_counter() - self.clock
-        state = training_state(asdict(self.hist), self.optimizer, self.scheduler, self.scaler, self.cfg.seed)
-        save_checkpoint(self.cfg.checkpoint_dir, self.model, state, self.best_state, self.cfg.keep_last)
+        if self.main:  # one writer; the others wait until the files are complete
+            state = training_state(asdict(self.hist), self.optimizer, self.scheduler, self.scaler, self.cfg.seed)
+            state["world_size"] = distributed.world_size()
+            state["rank_batch_size"] = getattr(self.train_loader, "batch_size", None)
+            save_checkpoint(self.cfg.checkpoint_dir, self.model, state, self.best_state, self.cfg.keep_last)
+        distributed.barrier()
         self.last_saved = self.hist.step
 
     def resume(self) -> None:
@@ -492,8 +519,25 @@ class _Run:
         dev = next(self.model.parameters()).device
         if ckpt["best_state"] is not None:
             self.best_state = {k: v.to(dev) for k, v in ckpt["best_state"].items()}
-        print(f"resumed from {ckpt['model_path'].stem} (step {state['history']['step']})")
+        self.ckpt_world = int(state.get("world_size", 1))
+        self._check_global_batch(state)
+        if self.main:
+            print(f"resumed from {ckpt['model_path'].stem} (step {state['history']['step']}"
+                  + (f", written by {self.ckpt_world} processes" if self.ckpt_world > 1 else "") + ")")
         self.hist, self.pending_rng = History(**state["history"]), state["rng"]
+
+    def _check_global_batch(self, state: dict[str, Any]) -> None:
+        """A checkpoint resumes on any number of processes if the global batch (per-rank batch ×
+        processes) is the same: the position in the epoch is counted in global batches."""
+        then, now = state.get("rank_batch_size"), getattr(self.train_loader, "batch_size", None)
+        if then is None or now is None:
+            return
+        world = distributed.world_size()
+        if then * self.ckpt_world != now * world:
+            raise ValueError(f"the checkpoint was written with a global batch of {then * self.ckpt_world} "
+                             f"({self.ckpt_world} processes × {then}); this run has {world} × {now} = "
+                             f"{world * now}. Use a per-process batch of {then * self.ckpt_world // world} "
+                             "to resume it exactly")
 
     def finish(self) -> History:
         """Load the best weights back (``restore_best``), report "end", return the history."""

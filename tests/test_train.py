@@ -373,7 +373,10 @@ def test_checkpoint_files_verify_and_resume_of_a_finished_run(tmp_path):
     assert state["history"]["step"] == 16 and "numpy" in state["rng"]
     # the format on disk is fixed: checkpoints written by older versions must keep resuming
     assert info["format"] == "mmcourse-checkpoint-1"
-    assert set(state) == {"history", "optimizer", "scheduler", "scaler", "rng", "seed"}
+    # world_size and rank_batch_size came with DDP (optional: older checkpoints resume without them)
+    assert set(state) == {"history", "optimizer", "scheduler", "scaler", "rng", "seed", "world_size",
+                          "rank_batch_size"}
+    assert (state["world_size"], state["rank_batch_size"]) == (1, 4)
     # "load the checkpoint if it exists, otherwise train": a finished run resumes to its result
     again = nn.Linear(4, 1)
     hist2 = quiet_fit(again, data, val_loader=data, epochs=2, checkpoint_dir=tmp_path, resume=True,
