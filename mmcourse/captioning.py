@@ -254,6 +254,28 @@ class CaptionDecoder(nn.Module):
             layer.cross_weights = None
 
 
+@torch.no_grad()
+def cross_attention_maps(model: CaptionDecoder, features: torch.Tensor, tokens: torch.Tensor, layer: int = -1,
+                         pad_id: int = 0) -> np.ndarray:
+    """Where a caption's words look in the image (notebook 08, §8; notebook 12, §6): the cross-attention
+    weights of ``layer`` for the caption ``tokens`` (teacher-forced, dropout off), averaged over the
+    heads and the positions that predict a word (``<bos>`` … the last word, not ``<eos>`` or padding):
+    ``(B, N)``, one weight per grid cell, each row summing to 1."""
+    was_training = model.training
+    model.eval()
+    model.keep_attention(True)
+    try:
+        inputs, labels = shift_labels(tokens, pad_id)
+        model(features, inputs)
+        weights = model.layers[layer].cross_weights.float()          # (B, heads, T, N)
+    finally:
+        model.keep_attention(False)
+        model.train(was_training)
+    real = (labels != -100).float().to(weights.device)              # (B, T): positions that predict a word
+    maps = (weights.mean(1) * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
+    return maps.cpu().numpy()
+
+
 def loss_fn(model: CaptionDecoder, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0,
             pad_id: int = 0) -> torch.Tensor:
     """Teacher-forced cross-entropy over the real words (notebook 08, §4); ``batch = (features, tokens)``."""

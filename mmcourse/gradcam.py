@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -336,6 +336,18 @@ def sanity_check(model: nn.Module, images: torch.Tensor, layer: nn.Module | str,
     for step, modules in (cascade(model) if steps is None else steps):
         maps = grad_cam(randomized_copy(model, list(modules), seed), images, name, classes, size)
         rows.append(row(step, list(modules), original, maps))
+    return rows
+
+
+def sanity_check_maps(model: nn.Module, maps_fn: Callable[[nn.Module], np.ndarray],
+                      steps: Sequence[tuple[str, Sequence[str]]], seed: int = 0) -> list[dict]:
+    """The same cascading randomisation for any map a model gives (notebook 12, §6: a captioning
+    decoder's cross-attention): ``maps_fn(model)`` returns one map per example; each step
+    re-initialises its modules in a copy (:func:`randomized_copy`). Rows as :func:`sanity_check`."""
+    original = np.asarray(maps_fn(model))
+    rows = [row("original", [], original, original)]
+    for step, modules in steps:
+        rows.append(row(step, list(modules), original, np.asarray(maps_fn(randomized_copy(model, list(modules), seed)))))
     return rows
 
 

@@ -44,7 +44,8 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence) -> list[dict]:
 
     One row per group, sorted by accuracy (lowest first): ``{"group", "n", "correct", "accuracy",
     "low", "high"}``. What fairlearn's ``MetricFrame(metrics=accuracy, sensitive_features=groups)``
-    gives, plus the intervals that say whether a gap between two groups could be noise.
+    gives (``tests/test_metrics.py`` checks the two agree), plus the intervals that say whether a gap
+    between two groups could be noise.
     """
     if len(correct) != len(groups):
         raise ValueError(f"{len(correct)} results but {len(groups)} group labels: give one group per example")

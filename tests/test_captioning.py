@@ -269,3 +269,28 @@ def test_scst_raises_the_reward_of_a_decoder():
         loss = captioning.scst_loss(model, (feats, torch.arange(3)), vocab, scorer, k=16, max_len=8)
         opt.zero_grad(); loss.backward(); opt.step()
     assert greedy_reward() > before + 1.0
+
+
+def test_cross_attention_maps_and_their_sanity_check():
+    """Notebook 12 §6.2: the maps average the last layer's weights over heads and real words; randomising
+    what comes after the cross-attention leaves them as they were, randomising it does not."""
+    from mmcourse import gradcam
+
+    torch.manual_seed(0)
+    model = captioning.CaptionDecoder(40, n_visual=9, d_visual=16, d_model=32, n_layers=2, n_heads=4, max_len=8)
+    feats = torch.rand(3, 9, 16)
+    tokens = torch.tensor([[1, 5, 6, 7, 2, 0, 0, 0], [1, 8, 2, 0, 0, 0, 0, 0], [1, 9, 10, 11, 12, 13, 14, 2]])
+    maps = captioning.cross_attention_maps(model, feats, tokens)
+    assert maps.shape == (3, 9) and np.allclose(maps.sum(1), 1, atol=1e-6)
+    model.eval()
+    model.keep_attention(True)
+    model(feats[1:2], tokens[1:2, :-1])
+    by_hand = model.layers[-1].cross_weights[0].mean(0)[:2].mean(0)  # 2 real input positions: <bos>, word 8
+    model.keep_attention(False)
+    assert np.allclose(maps[1], by_hand.numpy(), atol=1e-6)
+    rows = gradcam.sanity_check_maps(model, lambda m: captioning.cross_attention_maps(m, feats, tokens),
+                                     [("norm", ["norm"]), ("+ mlp", ["norm", "layers.1.mlp"]),
+                                      ("+ cross", ["norm", "layers.1.mlp", "layers.1.cross_attn"])])
+    assert [r["step"] for r in rows] == ["original", "norm", "+ mlp", "+ cross"]
+    assert rows[1]["mean_spearman"] == pytest.approx(1) and rows[2]["mean_spearman"] == pytest.approx(1)
+    assert rows[3]["mean_spearman"] < 0.9

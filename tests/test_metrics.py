@@ -1,6 +1,7 @@
-"""metrics.wilson_interval against statsmodels' reference formula values and its defining properties."""
+"""metrics: the Wilson interval against statsmodels' reference formula values; the group table against fairlearn."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -44,3 +45,21 @@ def test_accuracy_by_group_counts_each_group_with_its_wilson_interval():
         metrics.accuracy_by_group([1, 0], ["a"])
     with pytest.raises(ValueError, match="two groups"):
         metrics.largest_gap(rows[:1])
+
+
+def test_accuracy_by_group_and_largest_gap_agree_with_fairlearns_metricframe():
+    """Notebook 12's group table is written by hand; fairlearn's MetricFrame must give the same numbers."""
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import accuracy_score
+
+    rng = np.random.default_rng(3)
+    groups = rng.choice(["jackson", "nicolas", "theo", "yweweler", "george"], size=500)
+    y_true = rng.integers(0, 10, size=500)
+    skill = {"jackson": 0.9, "nicolas": 0.8, "theo": 0.7, "yweweler": 0.6, "george": 0.5}
+    y_pred = np.where(rng.random(500) < np.vectorize(skill.get)(groups), y_true, (y_true + 1) % 10)
+    frame = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+    ours = metrics.accuracy_by_group(y_pred == y_true, groups)
+    assert {r["group"]: r["accuracy"] for r in ours} == pytest.approx(frame.by_group.to_dict())
+    assert metrics.largest_gap(ours)["gap"] == pytest.approx(frame.difference(method="between_groups"))
+    assert metrics.largest_gap(ours)["worst"] == frame.by_group.idxmin()
+    assert metrics.largest_gap(ours)["best"] == frame.by_group.idxmax()
