@@ -272,7 +272,7 @@ def _inside_cwd(node: ast.AST) -> bool:
 
 def screen(code: str) -> list[str]:
     """Reasons to review ``code`` by hand (empty: nothing suspicious). Static and best effort:
-    a net for a person to look at, not a sandbox (README, "Grading: what it trusts")."""
+    a net for a person to look at, not a sandbox (README, "Instructor guide")."""
     try:
         tree = ast.parse(code)
     except SyntaxError:

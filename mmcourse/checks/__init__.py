@@ -55,7 +55,7 @@ def grading_emit(token: str) -> None:
 
     ``mmcourse grade`` writes a fresh random token into each check statement it wraps and reads
     the verdicts only from this line, in that cell's output: a "✓" that student code prints is
-    not a verdict (README, "Grading: what it trusts").
+    not a verdict (README, "Instructor guide").
     """
     global _recorded
     verdicts, _recorded = _recorded or [], None
