@@ -112,7 +112,9 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model: torch.nn.Module, s
     stem = f"step-{hist['step']:08d}"
     manifest = directory / f"{stem}.json"
     manifest.unlink(missing_ok=True)  # an older checkpoint of the same step is now invalid
-    files = {"model": _atomic_write(directory / f"{stem}.safetensors", lambda p: save_model(model, str(p))),
+    # force_contiguous: weights stored channels_last (fit(..., channels_last=True)) are written in NCHW order
+    files = {"model": _atomic_write(directory / f"{stem}.safetensors",
+                                    lambda p: save_model(model, str(p), force_contiguous=True)),
              "state": _atomic_write(directory / f"{stem}.pt", lambda p: torch.save(state, p))}
     if best_state is not None:
         best = {k: v.contiguous() for k, v in best_state.items()}

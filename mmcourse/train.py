@@ -112,6 +112,17 @@ class FitConfig:
     accumulate: int = 1
     clip_grad_norm: float | None = 1.0
     amp: bool = True
+    # speed levers, each measured in bench/medical.py (README "Performance"): ``channels_last``
+    # stores the model's 4-D weights and the batch's 4-D float tensors as NHWC (CNNs);
+    # ``compile`` runs the forward and loss through ``torch.compile``; ``fused`` AdamW kernels
+    # for the default optimizer (None: on CUDA, where they measure faster)
+    channels_last: bool = False
+    compile: bool = False
+    fused: bool | None = None
+    # under torchrun: join the process group and train one model across the processes (DDP);
+    # False: this process trains alone, as if started without torchrun (small side models that
+    # every rank trains the same way; give each rank its own checkpoint_dir, or none)
+    distributed: bool = True
     # evaluation every ``eval_every`` optimizer steps and after the last one (None: at each epoch's end)
     eval_every: int | None = None
     # early stopping on the metric ``monitor`` ("max"/"min" is better): the best weights are
@@ -122,11 +133,12 @@ class FitConfig:
     patience: int | None = None
     min_delta: float = 0.0
     restore_best: bool = True
-    # checkpoints into ``checkpoint_dir`` every ``checkpoint_every`` steps and at the end, the newest
+    # checkpoints into ``checkpoint_dir`` every ``checkpoint_every`` steps (or "epoch": at the end of
+    # every epoch, however many steps an epoch has on this many processes) and at the end, the newest
     # ``keep_last`` kept; ``resume``: continue exactly from the newest good one. ``seed`` fixes each
     # epoch's batch order (None leaves the loader alone, and resume is then no longer exact)
     checkpoint_dir: str | os.PathLike | None = None
-    checkpoint_every: int | None = None
+    checkpoint_every: int | str | None = None
     keep_last: int = 3
     resume: bool = False
     seed: int | None = 0
@@ -137,6 +149,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', not {self.mode!r}")
+        if isinstance(self.checkpoint_every, str) and self.checkpoint_every != "epoch":
+            raise ValueError(f"checkpoint_every must be a number of steps or 'epoch', not {self.checkpoint_every!r}")
 
 
 def _fit_config(config: FitConfig | None, settings: dict[str, Any]) -> FitConfig:
@@ -176,18 +190,22 @@ def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g["lr"]) for g in optimizer.param_groups])
 
 
-def default_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.01) -> torch.optim.AdamW:
+def default_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.01,
+                      fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW over trainable parameters; weight decay on matrices only, not on biases and norms.
 
     Decoupled weight decay (notebook 06, §Weight decay) shrinks weights; biases and LayerNorm
-    gains are excluded as is standard.
+    gains are excluded as is standard. ``fused``: one kernel for the whole update (None: when
+    every parameter is on CUDA; bench/medical.py measures it).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    if fused is None:
+        fused = all(p.device.type == "cuda" for p in params)
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
 
 
 # --------------------------------------------------------------------------- data
@@ -224,6 +242,19 @@ def to_device(batch: Any, dev: torch.device) -> Any:
         return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)
     if callable(getattr(batch, "to", None)):
         return batch.to(dev)
+    return batch
+
+
+def channels_last(batch: Any) -> Any:
+    """The batch with its 4-D floating-point tensors (images) in NHWC memory order (``channels_last``)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) \
+            if batch.ndim == 4 and batch.is_floating_point() else batch
+    if isinstance(batch, dict):
+        return {k: channels_last(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        items = [channels_last(v) for v in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)
     return batch
 
 
@@ -343,17 +374,20 @@ class _Run:
         self.dev = torch.device(cfg.device) if cfg.device is not None else \
             distributed.device_for_rank() if distributed.env_world_size() > 1 else runtime.device()
         # under torchrun (WORLD_SIZE > 1): join the group; rank 0 alone logs, draws and saves
-        self.distributed = distributed.init_from_env(self.dev)
-        self.main = distributed.is_main()
+        self.distributed = cfg.distributed and distributed.init_from_env(self.dev)
+        self.main = distributed.is_main() or not self.distributed
+        self.world = distributed.world_size() if self.distributed else 1
         self.callback = callback if self.main else None
         if self.distributed:  # each rank its shard of every epoch, in one global order
             self.train_loader = distributed.shard_loader(train_loader, cfg.seed)
         model.to(self.dev)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.amp_dtype = runtime.autocast_dtype(self.dev) if cfg.amp else None
         self.n_batches = len(self.train_loader)
         steps = cfg.epochs * math.ceil(self.n_batches / cfg.accumulate)
         self.total = steps if cfg.max_steps is None else min(cfg.max_steps, steps)
-        self.optimizer = optimizer or default_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.optimizer = optimizer or default_optimizer(model, cfg.lr, cfg.weight_decay, cfg.fused)
         if scheduler is None:
             warmup = round(0.1 * self.total) if cfg.warmup_steps is None else cfg.warmup_steps
             scheduler = warmup_cosine_scheduler(self.optimizer, self.total, warmup, cfg.min_lr)
@@ -371,6 +405,8 @@ class _Run:
             self.forward = torch.nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
                 find_unused_parameters=True)
+        if cfg.compile:  # compiled on the first batch; the model's own weights and state_dict stay as they are
+            self.forward = torch.compile(self.forward)
         self.clock = time.perf_counter() - self.hist.seconds  # seconds counts on from the checkpoint
         self.last_saved = self.hist.step if self.pending_rng is not None else None
         self.step_loss = torch.zeros((), device=self.dev)
@@ -421,6 +457,8 @@ class _Run:
         last = not ((i + 1) % accumulate and i + 1 != self.n_batches)  # of its accumulation group
         try:
             batch = to_device(batch, self.dev)
+            if self.cfg.channels_last:
+                batch = channels_last(batch)
             # DDP all-reduces the gradients in the backward of a group's last micro-batch only
             sync = contextlib.nullcontext() if last or not self.distributed else self.forward.no_sync()
             with sync:
@@ -443,7 +481,8 @@ class _Run:
         _scheduler_step(self.scheduler, self.scaler)
         hist.step += 1
         hist.epoch, hist.batch = epoch, i + 1
-        hist.train_loss.append(float(distributed.mean(self.step_loss)))  # the global batch's loss
+        loss = distributed.mean(self.step_loss) if self.distributed else self.step_loss
+        hist.train_loss.append(float(loss))  # the global batch's loss
         hist.grad_norm.append(norm)
         self.step_loss = torch.zeros((), device=self.dev)
         self.bar.update(1)
@@ -461,7 +500,8 @@ class _Run:
             self.validate()
         if epoch_end:
             hist.epoch, hist.batch = epoch + 1, 0
-        if cfg.checkpoint_dir is not None and cfg.checkpoint_every and hist.step % cfg.checkpoint_every == 0:
+        every = cfg.checkpoint_every
+        if cfg.checkpoint_dir is not None and (epoch_end if every == "epoch" else every and hist.step % every == 0):
             self.save()
 
     def validate(self) -> None:
@@ -475,7 +515,8 @@ class _Run:
             except torch.OutOfMemoryError as err:
                 _free_memory(self.optimizer, self.dev, err)
                 raise _oom_error(err, "evaluation", hist.step, None, self.val_loader, 1, self.dev) from err
-        metrics = distributed.broadcast(metrics)
+        if self.distributed:
+            metrics = distributed.broadcast(metrics)
         improved = self.track_best(metrics)
         hist.evals.append({"step": hist.step, "epoch": hist.epoch, **metrics})
         self.bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
@@ -504,10 +545,11 @@ class _Run:
         self.hist.seconds = time.perf_counter() - self.clock
         if self.main:  # one writer; the others wait until the files are complete
             state = training_state(asdict(self.hist), self.optimizer, self.scheduler, self.scaler, self.cfg.seed)
-            state["world_size"] = distributed.world_size()
+            state["world_size"] = self.world
             state["rank_batch_size"] = getattr(self.train_loader, "batch_size", None)
             save_checkpoint(self.cfg.checkpoint_dir, self.model, state, self.best_state, self.cfg.keep_last)
-        distributed.barrier()
+        if self.distributed:
+            distributed.barrier()
         self.last_saved = self.hist.step
 
     def resume(self) -> None:
@@ -532,7 +574,7 @@ class _Run:
         then, now = state.get("rank_batch_size"), getattr(self.train_loader, "batch_size", None)
         if then is None or now is None:
             return
-        world = distributed.world_size()
+        world = self.world
         if then * self.ckpt_world != now * world:
             raise ValueError(f"the checkpoint was written with a global batch of {then * self.ckpt_world} "
                              f"({self.ckpt_world} processes × {then}); this run has {world} × {now} = "

@@ -446,3 +446,86 @@ def test_checkpoint_names_are_still_importable_from_train():
 
 if __name__ == "__main__":  # the child process on platforms without fork
     train_script(sys.argv[1], sys.argv[2], sys.argv[3] == "1", out=sys.stdout)
+
+
+# --------------------------------------------------------------------------- speed levers
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 2))
+
+
+def cnn_run(ckpt_dir=None, **levers):
+    """Two epochs of a small CNN on seeded images (the speed levers of FitConfig); (model, history)."""
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(48, 3, 12, 12, generator=gen), torch.randint(0, 2, (48,), generator=gen))
+    model = small_cnn()
+    hist = fit(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), DataLoader(data, batch_size=16, shuffle=True),
+               epochs=2, device="cpu", progress=False, checkpoint_dir=ckpt_dir,
+               checkpoint_every=2 if ckpt_dir else None, **levers)
+    return model, hist
+
+
+def max_weight_gap(a: nn.Module, b: nn.Module) -> float:
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a.state_dict().values(),
+                                                                          b.state_dict().values()))
+
+
+def same_training(a: tuple, b: tuple, loss_tol: float = 1e-5) -> bool:
+    """The same run up to float rounding: the step losses agree closely; the weights within lr per step,
+    since AdamW's update g / sqrt(v) turns a rounding-level change of a near-zero gradient into up to ±lr."""
+    (ma, ha), (mb, hb) = a, b
+    return (ha.step == hb.step and np.allclose(ha.train_loss, hb.train_loss, rtol=0, atol=loss_tol)
+            and max_weight_gap(ma, mb) <= 1e-3 * ha.step)
+
+
+def test_channels_last_trains_nhwc_the_same_model_and_its_checkpoints_resume(tmp_path):
+    eager, h_eager = cnn_run()
+    nhwc, h_nhwc = cnn_run(tmp_path, channels_last=True)
+    assert same_training((eager, h_eager), (nhwc, h_nhwc))  # the same computation in another memory order
+    weight = nhwc[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert not eager[0].weight.is_contiguous(memory_format=torch.channels_last)
+    # safetensors refuses non-contiguous tensors: the checkpoint writes them contiguous, and resumes
+    again, h_again = cnn_run(tmp_path, channels_last=True, resume=True)
+    assert h_again == h_nhwc and max_weight_gap(again, nhwc) == 0
+
+
+def test_channels_last_converts_only_the_batchs_image_tensors():
+    from mmcourse.train import channels_last
+
+    batch = {"image": torch.zeros(2, 3, 4, 4), "mask": torch.zeros(2, 1, 4, 4, dtype=torch.bool),
+             "label": torch.zeros(2, dtype=torch.long), "pair": (torch.zeros(2, 3, 4, 4), torch.zeros(2, 5))}
+    out = channels_last(batch)
+    assert out["image"].is_contiguous(memory_format=torch.channels_last) and not out["image"].is_contiguous()
+    assert out["pair"][0].is_contiguous(memory_format=torch.channels_last) and out["pair"][1].is_contiguous()
+    assert out["mask"].is_contiguous() and out["label"] is batch["label"]
+
+
+def test_fused_adamw_is_the_same_update_and_the_default_only_on_cuda():
+    from mmcourse.train import default_optimizer
+
+    assert same_training(cnn_run(fused=False), cnn_run(fused=True))
+    assert default_optimizer(nn.Linear(2, 2)).defaults["fused"] is None        # CPU: foreach, as measured
+    assert default_optimizer(nn.Linear(2, 2), fused=True).defaults["fused"] is True
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_model_and_leaves_its_state_dict_alone(tmp_path):
+    eager, h_eager = cnn_run()
+    compiled, h_compiled = cnn_run(tmp_path, compile=True)
+    assert same_training((eager, h_eager), (compiled, h_compiled), loss_tol=1e-4)
+    # the compiled wrapper is fit's own: the model's keys (and so its checkpoints) are unchanged
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert not any("_orig_mod" in k for k in load_file(str(sorted(tmp_path.glob("step-*.safetensors"))[-1])))
+
+
+def test_checkpoint_every_epoch_saves_at_each_epochs_end(tmp_path):
+    data = DataLoader(regression_data(30), batch_size=4, shuffle=True)  # 8 batches, the last one short
+    torch.manual_seed(0)
+    quiet_fit(nn.Linear(4, 1), data, epochs=3, accumulate=3, checkpoint_dir=tmp_path, checkpoint_every="epoch",
+              keep_last=5)
+    assert [m.name for m in list_checkpoints(tmp_path)] == [f"step-{3 * e:08d}.json" for e in (3, 2, 1)]
+    with pytest.raises(ValueError, match="number of steps or 'epoch'"):
+        FitConfig(checkpoint_every="epochs")
