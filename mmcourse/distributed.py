@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 
 def env_world_size() -> int:
@@ -73,22 +73,56 @@ def device_for_rank() -> torch.device:
     return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def shard_loader(loader: Any, seed: int | None, force: bool = False) -> Any:
-    """``loader`` rebuilt so that each rank reads its own shard (a ``DistributedSampler``).
+class ShardSampler(Sampler):
+    """Every ``world``-th index of another sampler's order, starting at ``rank``: the shard of a
+    sampler that is not a plain shuffle (``WeightedRandomSampler``: notebook 09's balanced sampler).
 
-    A loader that already has a ``DistributedSampler``, or that is not a ``DataLoader`` over a
-    map-style dataset with a plain sampler, is returned as it is. The shard order depends only on
-    ``seed`` and the epoch (``set_epoch``, called by :func:`mmcourse.train.seed_loader`).
-    ``force`` shards for one process too: a run resumed from a multi-process checkpoint keeps
-    the global order it started with.
+    Every rank draws the whole order from the same seeded generator (:func:`mmcourse.train.seed_loader`
+    sets ``generator``, which this sampler passes on), pads it by repeating its start to a multiple
+    of ``world`` as ``DistributedSampler`` does, and keeps its own indices. Consecutive per-rank
+    batches of size B therefore hold, together, the same B × world examples as one process's batch.
+    """
+
+    def __init__(self, sampler: Sampler, rank: int, world: int):
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return getattr(self.sampler, "generator", None)
+
+    @generator.setter
+    def generator(self, gen: torch.Generator | None) -> None:
+        self.sampler.generator = gen
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.world)
+
+    def __iter__(self):
+        order = list(self.sampler)
+        order += order[:len(self) * self.world - len(order)]
+        return iter(order[self.rank::self.world])
+
+
+def shard_loader(loader: Any, seed: int | None, force: bool = False) -> Any:
+    """``loader`` rebuilt so that each rank reads its own shard.
+
+    A plain shuffled or sequential loader gets a ``DistributedSampler``; any other sampler (e.g.
+    a ``WeightedRandomSampler``) is sharded by :class:`ShardSampler`. A loader that already has a
+    ``DistributedSampler``, a batch sampler of its own, or that is not a ``DataLoader`` is returned
+    as it is. The shard order depends only on ``seed`` and the epoch (set by
+    :func:`mmcourse.train.seed_loader`). ``force`` shards for one process too: a run resumed from a
+    multi-process checkpoint keeps the global order it started with.
     """
     if not (active() or force) or not isinstance(loader, DataLoader):
         return loader
-    if isinstance(loader.sampler, DistributedSampler) or loader.batch_size is None:
+    if isinstance(loader.sampler, (DistributedSampler, ShardSampler)) or loader.batch_size is None:
         return loader
-    sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(),
-                                 shuffle=isinstance(loader.sampler, RandomSampler), seed=seed or 0,
-                                 drop_last=loader.drop_last)
+    if isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
+        sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(),
+                                     shuffle=isinstance(loader.sampler, RandomSampler), seed=seed or 0,
+                                     drop_last=loader.drop_last)
+    else:
+        sampler = ShardSampler(loader.sampler, rank(), world_size())
     return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory, drop_last=loader.drop_last,

@@ -72,6 +72,8 @@ def test_two_processes_reach_the_weights_of_one_with_the_double_batch(one_proces
     w2, w1 = _weights(tmp_path), _weights(one_process)
     for name in w1:
         assert torch.allclose(w2[name], w1[name], atol=1e-5), (name, (w2[name] - w1[name]).abs().max())
+    # a side model trained with distributed=False inside the group: each rank alone, as one process does
+    assert _hist(tmp_path, 1)["side"] == two["side"] == one["side"]
     # and the run really trained: the weights moved from rank 0's initialisation
     torch.manual_seed(1)
     init = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).state_dict()
@@ -104,3 +106,38 @@ def test_killed_two_process_run_resumes_on_one_process(one_process, tmp_path):
     w, ref = _weights(tmp_path / "resumed"), _weights(one_process)
     for name in ref:
         assert torch.allclose(w[name], ref[name], atol=1e-5), name
+
+
+def test_a_weighted_sampler_is_sharded_to_the_weights_of_one_process(tmp_path):
+    """Notebook 09's balanced sampler under torchrun: ShardSampler splits the weighted draw."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(alone(one, "--batch", "16", "--weighted"))
+    _ok(torchrun(two, "--batch", "8", "--weighted"))
+    assert _hist(two)["step"] == _hist(one)["step"] == 12
+    assert _hist(two)["train_loss"] == pytest.approx(_hist(one)["train_loss"], abs=1e-5)
+    w2, w1 = _weights(two), _weights(one)
+    assert all(torch.allclose(w2[k], w1[k], atol=1e-5) for k in w1)
+
+
+def test_shard_sampler_splits_one_seeded_order_between_the_ranks():
+    from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+    from mmcourse import distributed, train
+
+    weights = torch.linspace(0.1, 1.0, 11, dtype=torch.double)
+
+    def shards(rank: int) -> list[int]:
+        sampler = distributed.ShardSampler(WeightedRandomSampler(weights, 11), rank, 2)
+        sampler.generator = torch.Generator().manual_seed(3)  # what seed_loader does each epoch
+        return list(sampler)
+
+    whole = WeightedRandomSampler(weights, 11, generator=torch.Generator().manual_seed(3))
+    order = list(whole)
+    s0, s1 = shards(0), shards(1)
+    assert len(s0) == len(s1) == 6 and s0 == (order + order[:1])[0::2] and s1 == order[1::2] + [order[0]]
+    # a loader with any other sampler gets a ShardSampler; seed_loader reaches its generator
+    loader = DataLoader(TensorDataset(torch.arange(11)), batch_size=2, sampler=WeightedRandomSampler([1.0] * 11, 11))
+    sharded = distributed.shard_loader(loader, seed=0, force=True)
+    assert isinstance(sharded.sampler, distributed.ShardSampler)
+    train.seed_loader(sharded, 0, 1)
+    assert sharded.sampler.sampler.generator is sharded.sampler.generator is not None
