@@ -10,6 +10,8 @@
     mmcourse check-release               is notebooks/ in sync with solutions/?
     mmcourse grade SUBMISSIONS [-o DIR] [-j N]  grade students' copies (README, "Instructor guide")
     mmcourse book [--run-missing]        the offline course book in build/book (README, "The course book")
+    mmcourse finetune RECIPE [--profile full]  a notebook's fine-tuning as a command, also under torchrun
+                                         (README, "Scaling out")
     mmcourse dashboard [--port N]        live training dashboard (visdom on 127.0.0.1, offline)
 """
 from __future__ import annotations
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["book"]:
         from mmcourse import book
         return book.main(argv[1:])
+    if argv[:1] == ["finetune"]:
+        from mmcourse import finetune
+        return finetune.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         return doctor()

@@ -27,6 +27,7 @@ What a learner should take away (notebook 09):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from torch import nn
+from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSampler
 
 # The label value of the clinically positive class in each dataset's own convention
 # (MedMNIST info.py: breastmnist labels = ["malignant", "normal, benign"], pneumoniamnist =
@@ -557,3 +560,143 @@ def nll(probs: Any, labels: Any) -> float:
     if p.ndim == 1:
         p = np.stack([1 - p, p], axis=1)
     return float(-np.mean(np.log(np.clip(p[np.arange(len(lab)), lab], 1e-12, None))))
+
+
+# ------------------------------------------------------------------ training (§2; `mmcourse finetune medical`)
+
+REMEDIES = ("plain", "weighted loss", "balanced sampler")
+
+
+def class_weights(labels: Any) -> torch.Tensor:
+    """``w_c = N / (2 N_c)``: each class contributes half of the loss (notebook 09, §2.2)."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=2)
+    return torch.tensor(len(labels) / (2 * counts), dtype=torch.float32)
+
+
+def remedy_loader(dataset: Any, labels: Any, remedy: str, batch_size: int, **kw: Any) -> DataLoader:
+    """Shuffled batches; with remedy "balanced sampler", each class is drawn with probability 1/2
+    (``WeightedRandomSampler``, with replacement; notebook 09, §2.2). Other remedies shuffle."""
+    if remedy not in REMEDIES:
+        raise ValueError(f"unknown remedy {remedy!r}; choose one of {REMEDIES}")
+    if remedy == "balanced sampler":
+        labels = np.asarray(labels)
+        w = (1.0 / np.bincount(labels, minlength=2))[labels]
+        sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(labels), replacement=True)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **kw)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, **kw)
+
+
+def subset_rows(n: int | None, size: int, seed: int) -> np.ndarray:
+    """A fixed random subset of ``n`` of ``range(size)`` (sorted), or all of them when ``n`` is None."""
+    if n is None or n >= size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(seed).permutation(size)[:n])
+
+
+def image_ids(dataset: Any, rows: Any) -> list[str]:
+    """The identity of each image: its last three path parts (split/class/file), else name/split/index."""
+    if hasattr(dataset, "records") and "path" in dataset.records[0]:
+        return ["/".join(Path(dataset.records[int(i)]["path"]).parts[-3:]) for i in rows]
+    return [f"{dataset.info.name}/{dataset.info.split}/{int(i)}" for i in rows]
+
+
+def pooled_features(model: nn.Module, dataset: Any, rows: Any, size: int, device: Any = None) -> np.ndarray:
+    """Cached ``(n, 1280)`` pooled MobileNetV2 features of ``dataset[rows]["image"]`` (ImageNet-normalised
+    inside), keyed by the weights, the images, the size and the data source (notebook 09, §2.1)."""
+    from mmcourse import alignment, pretrained
+
+    key = {"weights": pretrained.weights_key(model), "images": image_ids(dataset, rows), "image_size": size,
+           "source": dataset.info.source, "what": "mobilenet_v2 pooled fp32 v1"}
+    return alignment.cached_array("nb09_pooled", key,
+                                  lambda: alignment.image_features(model, dataset, rows, device=device))
+
+
+def positive_score(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """P(class 1) of a 2-class classifier on ready inputs ``x`` (softmax column 1), without gradients."""
+    with torch.no_grad():
+        return model(x).softmax(-1)[:, 1].cpu().numpy()
+
+
+def train_probe(x_train: torch.Tensor, y_train: Any, x_val: torch.Tensor, y_val: Any, remedy: str, seed: int,
+                epochs: int) -> tuple[nn.Linear, Any]:
+    """A linear probe ``nn.Linear(d, 2)`` on frozen features with ``remedy``, early-stopped on the
+    validation AUC (notebook 09, §2.1–2.2). It trains on the CPU in this process alone
+    (``distributed=False``): under torchrun every rank trains the same probe. Returns (probe, History)."""
+    from mmcourse.train import fit
+
+    torch.manual_seed(seed)
+    head = nn.Linear(x_train.shape[1], 2)
+    weight = class_weights(y_train) if remedy == "weighted loss" else None
+    loader = remedy_loader(TensorDataset(x_train, torch.as_tensor(np.asarray(y_train))), y_train, remedy, 64)
+    hist = fit(head, lambda m, b: F.cross_entropy(m(b[0]), b[1], weight=weight), loader, val_loader=[None],
+               eval_fn=lambda m, _: {"val_auc": auc(y_val, positive_score(m, x_val))}, epochs=epochs, lr=3e-3,
+               weight_decay=0.01, monitor="val_auc", mode="max", patience=8, seed=seed, progress=False,
+               device="cpu", distributed=False)
+    return head.eval(), hist
+
+
+def choose_remedy(x_train: torch.Tensor, y_train: Any, x_val: torch.Tensor, y_val: Any, epochs: int,
+                  seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[str, nn.Linear, dict[str, list[dict]]]:
+    """Train a probe per remedy and seed; choose the remedy with the best mean validation AUC
+    (notebook 09, §2.2). Returns (remedy, its best seed's probe, runs), where ``runs[remedy]`` lists
+    per seed the validation AUC, the sensitivity and specificity at 0.5, and the probe."""
+    runs = {}
+    for remedy in REMEDIES:
+        runs[remedy] = []
+        for seed in seeds:
+            head, hist = train_probe(x_train, y_train, x_val, y_val, remedy, seed, epochs)
+            op = operating_point(y_val, positive_score(head, x_val), 0.5)
+            runs[remedy].append({"val_auc": hist.best_metric, "sensitivity": op["sensitivity"],
+                                 "specificity": op["specificity"], "probe": head})
+    remedy = max(REMEDIES, key=lambda r: np.mean([v["val_auc"] for v in runs[r]]))
+    return remedy, max(runs[remedy], key=lambda v: v["val_auc"])["probe"], runs
+
+
+def predict_logits(model: nn.Module, dataset: Any, rows: Any, device: Any = None, batch_size: int = 64) -> np.ndarray:
+    """``(n, 2)`` logits of ``dataset[rows]["image"]`` (ImageNet-normalised here), in eval mode."""
+    from mmcourse import data
+    from mmcourse.data.transforms import normalize
+
+    device = device if device is not None else next(model.parameters()).device
+    loader = data.dataloader(Subset(dataset, [int(i) for i in rows]), batch_size=batch_size)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in loader:
+            out.append(model(normalize(b["image"]).to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def finetune_loss(weight: torch.Tensor | None = None):
+    """Cross-entropy of ``model(normalize(batch["image"]))`` against ``batch["label"]``, optionally class-weighted."""
+    from mmcourse.data.transforms import normalize
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(model(normalize(batch["image"])), batch["label"],
+                               weight=None if weight is None else weight.to(batch["label"].device))
+    return loss
+
+
+def finetune(model: nn.Module, train_set: Any, rows: Any, labels: Any, val_auc_fn: Any, *, remedy: str,
+             epochs: int, batch_size: int, lr: float = 3e-4, run_dir: Any = None, resume: bool = True,
+             workers: int = 0, device: Any = None, progress: bool = True, warmup_steps: int | None = None,
+             patience: int = 3, **levers: Any) -> Any:
+    """Full fine-tuning of an image classifier on ``train_set[rows]`` with the chosen imbalance
+    ``remedy`` (notebook 09, §2.3; ``python -m mmcourse finetune medical``): AdamW at ``lr``, weight
+    decay 0.01, early stopping on ``val_auc_fn(model) -> {"val_auc": ...}`` after ``patience`` evaluations
+    without a gain, a
+    checkpoint after every epoch in ``run_dir`` that an interrupted run resumes from. ``levers``
+    go to ``fit`` (``channels_last``, ``compile``, ``amp``, ``fused``). Runs unchanged under
+    torchrun. Returns fit's History; ``model`` holds the best weights."""
+    from mmcourse import data
+    from mmcourse.train import fit
+
+    labels = np.asarray(labels)
+    weight = class_weights(labels) if remedy == "weighted loss" else None
+    loader = remedy_loader(Subset(train_set, [int(i) for i in rows]), labels, remedy, batch_size,
+                           collate_fn=data.collate, num_workers=workers)
+    return fit(model, finetune_loss(weight), loader, val_loader=[None], eval_fn=lambda m, _: val_auc_fn(m),
+               epochs=epochs, lr=lr, weight_decay=0.01, warmup_steps=warmup_steps, monitor="val_auc", mode="max",
+               patience=patience, checkpoint_dir=run_dir, checkpoint_every="epoch" if run_dir else None,
+               resume=resume and run_dir is not None, seed=0, device=device, progress=progress, **levers)
