@@ -18,8 +18,9 @@ Under torchrun ``fit`` trains one model across the processes (DDP: NCCL on GPUs,
 the small side models (the linear probes) are trained by every process alike, and only rank 0
 evaluates, tests and writes. BatchNorm statistics are those of each process's share of the batch.
 
-Recipes: ``medical`` (notebook 09, the chest X-ray fine-tuning). Notebooks 07, 08 and 11 keep
-their training inside the notebook for now.
+Recipes: ``recipe`` (notebook 07: five ways to adapt MiniLM, compared on validation) and ``medical``
+(notebook 09: the chest X-ray fine-tuning). Notebooks 08 and 11 keep their training inside the
+notebook for now.
 """
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ MEDICAL = {
              "ft_epochs": {"cuda": 10, "cpu": 4}, "probe_epochs": 40, "batch": {"cuda": 64, "cpu": 32}, "lr": 3e-4,
              "warmup_steps": None},
 }
-RECIPES = {"medical": MEDICAL}
+# notebook 07's settings (its parameters cell)
+RECIPE = {
+    "smoke": {"n_train": 64, "n_eval": 48, "epochs": 1, "batch": 16, "max_len": 24},
+    "full": {"n_train": 8000, "n_eval": 1000, "epochs": 4, "batch": 32, "max_len": 24},
+}
+RECIPES = {"recipe": RECIPE, "medical": MEDICAL}
 
 
 def settings_for(recipe: str, profile: str, device: torch.device, overrides: dict[str, Any] | None = None) -> dict:
@@ -73,6 +79,44 @@ def _per_process_batch(batch: int) -> int:
         raise ValueError(f"the global batch {batch} does not split evenly over {world} processes; "
                          f"use --set batch={batch // world * world} or another number of processes")
     return batch // world
+
+
+# ---------------------------------------------------------------- recipe (notebook 07)
+
+def recipe_comparison(s: dict, run_dir: Path, device: torch.device, resume: bool = True, progress: bool = True,
+                      **levers: Any) -> dict:
+    """Notebook 07's comparison with settings ``s`` (:data:`RECIPE`): every method of
+    :data:`mmcourse.recipe.METHODS` trained by :func:`mmcourse.recipe.train_method` (checkpoints per
+    method in ``run_dir``), the best chosen on validation accuracy, the test set touched once."""
+    import re
+
+    from torch.utils.data import DataLoader
+
+    from mmcourse import distributed, metrics, pretrained, recipe
+
+    encoder0, tokenizer = pretrained.load("text", device=device)
+    train_set, info = recipe.subject_task("train", s["n_train"])
+    val_set, _ = recipe.subject_task("val", s["n_eval"])
+    collate = recipe.caption_collate(tokenizer, s["max_len"])
+    train_loader = DataLoader(train_set, batch_size=_per_process_batch(s["batch"]), shuffle=True, collate_fn=collate)
+    val_loader = DataLoader(val_set, batch_size=s["batch"], collate_fn=collate)
+    rows, models = {}, {}
+    for method in recipe.METHODS:
+        slug = re.sub(r"[^a-z0-9]+", "_", method.lower()).strip("_")
+        models[method], _, _, row = recipe.train_method(encoder0, method, train_loader, val_loader, s["epochs"],
+                                                        checkpoint_dir=run_dir / slug, resume=resume, device=device,
+                                                        progress=progress, **levers)
+        rows[method] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    out = {"data_source": info.source, "n": {"train": len(train_set), "val": len(val_set)}, "methods": rows}
+    if not distributed.is_main():
+        return out
+    chosen = max(rows, key=lambda m: rows[m]["val_acc"])
+    test_set, _ = recipe.subject_task("test", s["n_eval"])
+    acc = recipe.eval_fn(models[chosen].eval(), DataLoader(test_set, batch_size=s["batch"], collate_fn=collate))["val_acc"]
+    k = round(acc * len(test_set))
+    low, high = metrics.wilson_interval(k, len(test_set))
+    return out | {"chosen": chosen, "test_acc": round(acc, 4), "test_acc_ci95": [round(low, 4), round(high, 4)],
+                  "n_test": len(test_set)}
 
 
 # ---------------------------------------------------------------- medical (notebook 09)
@@ -169,7 +213,8 @@ def run(recipe: str, profile: str = "full", out: str | Path | None = None, overr
         print(f"finetune {recipe} ({profile} profile) on {device} x {distributed.world_size()} process(es): "
               f"{json.dumps(settings)}; checkpoints in {run_dir}", flush=True)
     start = time.perf_counter()
-    metrics = {"medical": medical}[recipe](settings, run_dir, device, resume=resume, progress=progress, **levers)
+    train = {"recipe": recipe_comparison, "medical": medical}[recipe]
+    metrics = train(settings, run_dir, device, resume=resume, progress=progress, **levers)
     if not distributed.is_main():
         return None
     if metrics.get("data_source") != "real":

@@ -55,3 +55,15 @@ class _Controls:
         bundle["text/plain"] = (f"[try it yourself: controls for {', '.join(self.names)} - open this notebook "
                                 "in JupyterLab to use them]")
         return bundle
+
+
+def show_source(*objects: Any) -> None:
+    """Show the source code of library functions or classes in the notebook, as the learner would read
+    it in a cell (notebooks whose code also runs as a command keep it in the library: notebook 07)."""
+    import inspect
+
+    from IPython.display import Markdown, display
+
+    for obj in objects:
+        where = f"{obj.__module__}.{obj.__qualname__}"
+        display(Markdown(f"`{where}`:\n\n```python\n{inspect.getsource(obj).rstrip()}\n```"))

@@ -20,6 +20,7 @@ from mmcourse import finetune
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
+TINY_RECIPE = ["--profile", "smoke", "--no-progress", "--set", "n_train=32", "--set", "n_eval=16", "--set", "batch=8"]
 TINY = ["--profile", "smoke", "--no-progress", "--set", "n_train=64", "--set", "n_val=48", "--set", "n_test=48",
         "--set", "image_size=64", "--set", "ft_images=32", "--set", "probe_epochs=4", "--set", "batch=16",
         "--set", "ft_epochs=2"]
@@ -32,10 +33,11 @@ def _env() -> dict[str, str]:
                   "no_proxy": "*", "NO_PROXY": "*"}
 
 
-def command(out: Path, *extra: str, processes: int = 1) -> subprocess.CompletedProcess:
+def command(out: Path, *extra: str, processes: int = 1, recipe: str = "medical",
+            tiny: list[str] = TINY) -> subprocess.CompletedProcess:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] \
         if processes > 1 else []  # torchrun ... -m mmcourse: the same command line, N processes
-    args = [sys.executable, *launcher, "-m", "mmcourse", "finetune", "medical", "--out", str(out), *TINY, *extra]
+    args = [sys.executable, *launcher, "-m", "mmcourse", "finetune", recipe, "--out", str(out), *tiny, *extra]
     proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     return proc
@@ -103,3 +105,25 @@ def test_settings_pick_per_device_and_refuse_unknown_names():
     assert finetune.settings_for("medical", "smoke", cpu, {"batch": 8})["batch"] == 8
     with pytest.raises(ValueError, match="unknown setting 'epochs'.*ft_epochs"):
         finetune.settings_for("medical", "smoke", cpu, {"epochs": 2})
+
+
+def test_recipe_compares_the_five_methods_chooses_on_validation_and_resumes(tmp_path):
+    """Notebook 07's comparison as a command: the same methods, trainable counts and choice as the notebook."""
+    from mmcourse import recipe
+
+    command(tmp_path, recipe="recipe", tiny=TINY_RECIPE)
+    r = record(tmp_path)
+    m = r["metrics"]
+    assert list(m["methods"]) == list(recipe.METHODS) and m["n"] == {"train": 32, "val": 16}
+    rows = m["methods"]
+    assert rows["linear probe"]["trainable"] == 770 and rows["LoRA (ours)"]["trainable"] == rows["LoRA (peft)"]["trainable"]
+    assert rows["full fine-tuning"]["trainable"] == rows["full fine-tuning"]["total"]
+    assert all(row["steps"] == 4 for row in rows.values())  # 32 captions / 8, one epoch
+    assert rows[m["chosen"]]["val_acc"] == max(row["val_acc"] for row in rows.values())
+    assert m["n_test"] == 16 and m["test_acc_ci95"][0] <= m["test_acc"] <= m["test_acc_ci95"][1]
+    assert sorted(p.name for p in Path(r["checkpoints"]).iterdir()) == \
+        ["full_fine_tuning", "last_2_blocks", "linear_probe", "lora_ours", "lora_peft"]
+    again = command(tmp_path, recipe="recipe", tiny=TINY_RECIPE)
+    assert again.stdout.count("resumed from step-00000004") == 5
+    assert {k: v["val_acc"] for k, v in record(tmp_path)["metrics"]["methods"].items()} == \
+        {k: v["val_acc"] for k, v in rows.items()}
