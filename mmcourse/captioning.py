@@ -503,3 +503,95 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float
     out["ROUGE-L"] = 100 * metrics.rouge_l(hyps, refs)
     out["CIDEr-D"] = 100 * metrics.cider_d(hyps, refs)[0]
     return out
+
+
+# ---------------------------------------------------------------- training (§4–6; `mmcourse finetune captioning`)
+
+def caption_loader(features: torch.Tensor, tokens: torch.Tensor, image_of: torch.Tensor, batch_size: int,
+                   shuffle: bool = True) -> torch.utils.data.DataLoader:
+    """``(features, tokens)`` batches of captions; caption j describes image ``image_of[j]``, whose
+    cached features are gathered per batch (notebook 08, §4)."""
+    from torch.utils.data import DataLoader
+
+    def collate(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor(rows)
+        return features[image_of[rows]], tokens[rows]
+    return DataLoader(range(len(tokens)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
+
+
+def image_loader(features: torch.Tensor, batch_size: int) -> torch.utils.data.DataLoader:
+    """``(features, image index)`` batches over the training images, for the self-critical loss (§5)."""
+    from torch.utils.data import DataLoader
+
+    def collate(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor(rows)
+        return features[rows], rows
+    return DataLoader(range(len(features)), batch_size=batch_size, shuffle=True, collate_fn=collate)
+
+
+def dev_scorer(features: np.ndarray, refs: Sequence[Sequence[str]], vocab: Vocab) -> Callable[[nn.Module], dict]:
+    """``scores(model)``: greedy captions of the dev images → ``{"dev_cider", "dev_bleu4"}`` (× 100), the
+    early-stopping metrics of §4."""
+    def scores(model: nn.Module, _loader: object = None) -> dict[str, float]:
+        hyps, _ = caption(model, features, vocab, beam=1)
+        s = score(hyps, refs)
+        return {"dev_cider": s["CIDEr-D"], "dev_bleu4": s["BLEU-4"]}
+    return scores
+
+
+def train_decoder(decoder: CaptionDecoder, loader: object, dev_scores: Callable[[nn.Module], dict], *, epochs: int,
+                  lr: float, label_smoothing: float = 0.1, run_dir: object = None, resume: bool = True,
+                  device: object = None, progress: bool = True, **levers: object) -> object:
+    """Cross-entropy training of the decoder with ``fit`` (§4): AdamW, weight decay 0.01, early stopping
+    on dev CIDEr-D with patience 3, a checkpoint per epoch in ``run_dir``. Returns the History;
+    the decoder holds the best weights."""
+    from mmcourse.train import fit
+
+    return fit(decoder, lambda m, b: loss_fn(m, b, label_smoothing=label_smoothing), loader, val_loader=[None],
+               eval_fn=lambda m, _: dev_scores(m), epochs=epochs, lr=lr, weight_decay=0.01, monitor="dev_cider",
+               mode="max", patience=3, checkpoint_dir=run_dir, checkpoint_every="epoch" if run_dir else None,
+               resume=resume and run_dir is not None, seed=0, device=device, progress=progress, **levers)
+
+
+def self_critical(decoder: CaptionDecoder, loader: object, vocab: Vocab, cider: metrics.CiderD,
+                  dev_scores: Callable[[nn.Module], dict], *, epochs: int, k: int = 5, lr: float = 5e-5,
+                  run_dir: object = None, resume: bool = True, device: object = None,
+                  progress: bool = True) -> tuple[dict, dict]:
+    """Self-critical training on CIDEr-D after cross-entropy (§5), at a constant learning rate, kept only
+    if it raised dev CIDEr-D (selection on dev). Returns the dev scores before and after it."""
+    import copy
+
+    from mmcourse.train import fit
+
+    before, weights = dev_scores(decoder), copy.deepcopy(decoder.state_dict())
+    if epochs > 0:
+        fit(decoder, lambda m, b: scst_loss(m, b, vocab, cider, k=k), loader, val_loader=[None],
+            eval_fn=lambda m, _: dev_scores(m), epochs=epochs, lr=lr, min_lr=lr, warmup_steps=0, weight_decay=0.0,
+            monitor="dev_cider", mode="max", checkpoint_dir=run_dir, checkpoint_every="epoch" if run_dir else None,
+            resume=resume and run_dir is not None, seed=0, device=device, progress=progress)
+    after = dev_scores(decoder)
+    if after["dev_cider"] <= before["dev_cider"]:
+        decoder.load_state_dict(weights)
+    return before, after
+
+
+def choose_beam(decoder: CaptionDecoder, features: np.ndarray, refs: Sequence[Sequence[str]], vocab: Vocab,
+                beams: Sequence[int] = (1, 2, 3, 5), alphas: Sequence[float] = (0.0, 0.5, 1.0)) -> tuple[tuple, dict, dict]:
+    """Beam width and length normalisation α chosen on dev CIDEr-D, the smaller beam on a tie (§6).
+    Returns ((beam, alpha), scores per setting with the mean caption length, captions per setting)."""
+    table, captions = {}, {}
+    for beam in beams:
+        for alpha in ((0.0,) if beam == 1 else tuple(alphas)):
+            texts, _ = caption(decoder, features, vocab, beam=beam, alpha=alpha)
+            table[(beam, alpha)] = score(texts, refs) | {"words": float(np.mean([len(t.split()) for t in texts]))}
+            captions[(beam, alpha)] = texts
+    best = max(table, key=lambda key: (table[key]["CIDEr-D"], -key[0]))
+    return best, table, captions
+
+
+def blind_caption(train_refs: Sequence[Sequence[str]], n: int) -> str:
+    """The blind control of §7: of the first caption of each of the first ``n`` training images, the one
+    with the highest CIDEr-D against those images' references; given to every test image, it scores
+    what a model that ignores the image can reach."""
+    refs = list(train_refs[:n])
+    return max((r[0] for r in refs), key=lambda c: metrics.cider_d([c] * len(refs), refs)[0])

@@ -18,8 +18,10 @@ Under torchrun ``fit`` trains one model across the processes (DDP: NCCL on GPUs,
 the small side models (the linear probes) are trained by every process alike, and only rank 0
 evaluates, tests and writes. BatchNorm statistics are those of each process's share of the batch.
 
-Recipes: ``recipe`` (notebook 07: five ways to adapt MiniLM, compared on validation) and ``medical``
-(notebook 09: the chest X-ray fine-tuning). Notebooks 08 and 11 keep their training inside the
+Recipes: ``recipe`` (notebook 07: five ways to adapt MiniLM, compared on validation), ``captioning``
+(notebook 08 (a): MobileNetV2 grid features and a transformer decoder, cross-entropy then
+self-critical, beam search chosen on dev) and ``medical`` (notebook 09: the chest X-ray
+fine-tuning). Notebook 08's mini-LLaVA (b) and notebook 11 keep their training inside the
 notebook for now.
 """
 from __future__ import annotations
@@ -48,7 +50,14 @@ RECIPE = {
     "smoke": {"n_train": 64, "n_eval": 48, "epochs": 1, "batch": 16, "max_len": 24},
     "full": {"n_train": 8000, "n_eval": 1000, "epochs": 4, "batch": 32, "max_len": 24},
 }
-RECIPES = {"recipe": RECIPE, "medical": MEDICAL}
+# notebook 08's settings for (a), the CNN + transformer decoder (its parameters cell)
+CAPTIONING = {
+    "smoke": {"n_train": 200, "n_eval": 50, "epochs": 5, "d_model": 128, "layers": 2, "dropout": 0.1, "lr": 2e-3,
+              "batch": 64, "scst_epochs": 1, "n_blind": 40},
+    "full": {"n_train": 6000, "n_eval": 1000, "epochs": 15, "d_model": 256, "layers": 3, "dropout": 0.2, "lr": 8e-4,
+             "batch": 64, "scst_epochs": 1, "n_blind": 200},
+}
+RECIPES = {"recipe": RECIPE, "captioning": CAPTIONING, "medical": MEDICAL}
 
 
 def settings_for(recipe: str, profile: str, device: torch.device, overrides: dict[str, Any] | None = None) -> dict:
@@ -117,6 +126,61 @@ def recipe_comparison(s: dict, run_dir: Path, device: torch.device, resume: bool
     low, high = metrics.wilson_interval(k, len(test_set))
     return out | {"chosen": chosen, "test_acc": round(acc, 4), "test_acc_ci95": [round(low, 4), round(high, 4)],
                   "n_test": len(test_set)}
+
+
+# ---------------------------------------------------------------- captioning (notebook 08)
+
+def captioning_decoder(s: dict, run_dir: Path, device: torch.device, resume: bool = True, progress: bool = True,
+                       **levers: Any) -> dict:
+    """Notebook 08 (a) with settings ``s`` (:data:`CAPTIONING`): cached MobileNetV2 grid features of
+    Flickr8k's official splits, the word vocabulary, the decoder trained by cross-entropy then
+    self-critically (each kept only if dev CIDEr-D rose), beam width and α chosen on dev, and the
+    test set once, beside the blind and shuffled-image controls (scores × 100)."""
+    from mmcourse import captioning, data, distributed, metrics, pretrained
+
+    splits = {sp: data.load("flickr8k", split=sp, view="image", image_size=224) for sp in ("train", "val", "test")}
+    sizes = {"train": s["n_train"], "val": s["n_eval"], "test": s["n_eval"]}
+    index = {sp: list(range(min(sizes[sp], len(ds)))) for sp, ds in splits.items()}
+    refs = {sp: [splits[sp].records[i]["captions"] for i in index[sp]] for sp in splits}
+    cnn, _ = pretrained.load("image", device=device)
+    cnn.eval()
+    if not distributed.is_main():  # rank 0 computes the grid features once; the others read its cache
+        distributed.barrier()
+    feats = {sp: captioning.grid_features(cnn, splits[sp], index[sp], image_size=224) for sp in splits}
+    if distributed.is_main():
+        distributed.barrier()
+    train_captions = [c for caps in refs["train"] for c in caps]
+    vocab = captioning.Vocab.build(train_captions, min_count=5)
+    max_len = 24
+    train_feats = torch.from_numpy(feats["train"])
+    loader = captioning.caption_loader(train_feats, vocab.encode_batch(train_captions, max_len),
+                                       torch.arange(len(index["train"])).repeat_interleave(5),
+                                       _per_process_batch(s["batch"]))
+    torch.manual_seed(0)
+    decoder = captioning.CaptionDecoder(len(vocab), d_model=s["d_model"], n_layers=s["layers"],
+                                        n_heads=max(2, s["d_model"] // 64), dropout=s["dropout"], max_len=max_len)
+    dev_scores = captioning.dev_scorer(feats["val"], refs["val"], vocab)
+    hist = captioning.train_decoder(decoder, loader, dev_scores, epochs=s["epochs"], lr=s["lr"], run_dir=run_dir / "xe",
+                                    resume=resume, device=device, progress=progress, **levers)
+    xe, scst = captioning.self_critical(decoder, captioning.image_loader(train_feats, _per_process_batch(50)), vocab,
+                                        metrics.CiderD(refs["train"]), dev_scores, epochs=s["scst_epochs"],
+                                        run_dir=run_dir / "scst", resume=resume, device=device, progress=progress)
+    out = {"data_source": splits["train"].info.source, "n": {sp: len(rows) for sp, rows in index.items()},
+           "vocab": len(vocab), "steps": hist.step, "best_step": hist.best_step, "train_seconds": round(hist.seconds, 1),
+           "dev_xe": xe, "dev_scst": scst, "kept": "self-critical" if scst["dev_cider"] > xe["dev_cider"] else
+           "cross-entropy"}
+    if not distributed.is_main():
+        return out
+    (beam, alpha), table, _ = captioning.choose_beam(decoder, feats["val"], refs["val"], vocab)
+    test = captioning.score(captioning.caption(decoder, feats["test"], vocab, beam=beam, alpha=alpha)[0], refs["test"])
+    shuffled = feats["test"][np.random.default_rng(0).permutation(len(feats["test"]))]
+    controls = {"shuffled images": captioning.score(captioning.caption(decoder, shuffled, vocab, beam=beam,
+                                                                       alpha=alpha)[0], refs["test"]),
+                "blind caption": captioning.score([captioning.blind_caption(refs["train"], s["n_blind"])]
+                                                  * len(refs["test"]), refs["test"])}
+    rnd = lambda d: {k: round(float(v), 2) for k, v in d.items()}  # noqa: E731
+    return out | {"beam": beam, "alpha": alpha, "dev_beams": {f"beam {b}, alpha {a:g}": rnd(v) for (b, a), v in table.items()},
+                  "test": rnd(test), "test_controls": {k: rnd(v) for k, v in controls.items()}}
 
 
 # ---------------------------------------------------------------- medical (notebook 09)
@@ -213,7 +277,7 @@ def run(recipe: str, profile: str = "full", out: str | Path | None = None, overr
         print(f"finetune {recipe} ({profile} profile) on {device} x {distributed.world_size()} process(es): "
               f"{json.dumps(settings)}; checkpoints in {run_dir}", flush=True)
     start = time.perf_counter()
-    train = {"recipe": recipe_comparison, "medical": medical}[recipe]
+    train = {"recipe": recipe_comparison, "captioning": captioning_decoder, "medical": medical}[recipe]
     metrics = train(settings, run_dir, device, resume=resume, progress=progress, **levers)
     if not distributed.is_main():
         return None

@@ -127,3 +127,22 @@ def test_recipe_compares_the_five_methods_chooses_on_validation_and_resumes(tmp_
     assert again.stdout.count("resumed from step-00000004") == 5
     assert {k: v["val_acc"] for k, v in record(tmp_path)["metrics"]["methods"].items()} == \
         {k: v["val_acc"] for k, v in rows.items()}
+
+
+def test_captioning_trains_chooses_the_beam_on_dev_tests_once_with_controls(tmp_path):
+    """Notebook 08 (a) as a command: cross-entropy then self-critical, beam chosen on dev, test with controls."""
+    tiny = ["--profile", "smoke", "--no-progress", "--set", "n_train=40", "--set", "n_eval=16", "--set", "epochs=2",
+            "--set", "n_blind=10"]
+    command(tmp_path, recipe="captioning", tiny=tiny)
+    r = record(tmp_path)
+    m = r["metrics"]
+    assert m["n"] == {"train": 40, "val": 16, "test": 16} and m["steps"] == 8  # 200 captions / 64 → 4 steps × 2 epochs
+    assert m["kept"] == ("self-critical" if m["dev_scst"]["dev_cider"] > m["dev_xe"]["dev_cider"] else "cross-entropy")
+    chosen = f"beam {m['beam']}, alpha {m['alpha']:g}"
+    assert m["dev_beams"][chosen]["CIDEr-D"] == max(v["CIDEr-D"] for v in m["dev_beams"].values())
+    assert set(m["test"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
+    assert set(m["test_controls"]) == {"shuffled images", "blind caption"}
+    assert m["test_controls"]["blind caption"]["CIDEr-D"] > 0  # the best of 10 training captions overlaps the test refs
+    assert {p.name for p in Path(r["checkpoints"]).iterdir()} == {"xe", "scst"}
+    again = command(tmp_path, recipe="captioning", tiny=tiny)
+    assert "resumed from step-00000008" in again.stdout and record(tmp_path)["metrics"]["test"] == m["test"]
