@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml build-c
 PROFILE ?=
 NB ?=
 TESTS ?= --nbval-lax tests solutions
+# make bench: --quick sizes by default (all of bench/ in 15 min on 2 cores); BENCH_ARGS= for the notebooks' sizes
+BENCH_ARGS ?= --quick
 export UV_LINK_MODE ?= copy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -62,8 +64,10 @@ check-release: env
 dashboard: env ## live training dashboard (visdom on 127.0.0.1)
 	$(PY) -m mmcourse dashboard $(if $(PORT),--port $(PORT),)
 
-bench: env ## speed/memory benchmarks (figures and ratios)
-	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f; done
+bench: env ## speed/memory benchmarks: figures and ratios side by side, all of them in build/bench.json
+	@set -e; rm -rf build/bench; mkdir -p build/bench; start=$$(date +%s); \
+	for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f $(BENCH_ARGS) --json build/bench/$$(basename $$f .py).json; done; \
+	$(PY) bench/_collect.py build/bench build/bench.json $$(( $$(date +%s) - start ))
 
 lock: ## re-resolve requirements.in into requirements.lock and environment.yml
 	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \

@@ -7,7 +7,7 @@ through a DataLoader with workers. Uses a fresh temporary cache folder unless --
 given, so "cold" is really cold. Needs the real data (MMCOURSE_DATA_DIR); on the synthetic
 stand-ins there is nothing to cache and the script says so.
 
-    python bench/data_throughput.py [--n 1000] [--workers 0] [--image-size 224]
+    python bench/data_throughput.py [--n 1000] [--workers 0] [--image-size 224] [--quick] [--json PATH]
 """
 from __future__ import annotations
 
@@ -45,10 +45,14 @@ def bench(name: str, make, n: int, workers: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="samples per pass (default 1000)")
+    p.add_argument("--quick", action="store_true", help="100 samples per pass: a smoke test")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: main process)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--cache-dir", help="cache folder to use (default: a fresh temporary one)")
+    p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 100)
     with tempfile.TemporaryDirectory(prefix="mmcourse-bench-") as tmp:
         os.environ["MMCOURSE_CACHE_DIR"] = args.cache_dir or tmp
         os.environ.setdefault("MMCOURSE_DATA_CACHE", "1")
@@ -67,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["source"] != "real" for r in rows):
         print("note: synthetic stand-ins are generated on the fly and not cached; set MMCOURSE_DATA_DIR "
               "to the real data for meaningful numbers")
+    if args.json:
+        import json
+
+        from mmcourse import fileio, results
+
+        record = {"hardware": results.hardware(), "workers": args.workers, "image_size": args.image_size,
+                  "rows": {r["name"]: r for r in rows},
+                  "ratios": {f"{r['name']} warm vs. cold": r["warm"] / r["cold"] for r in rows}}
+        fileio.write_text_atomic(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"results written to {args.json}")
     return 0
 
 
