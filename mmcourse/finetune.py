@@ -53,9 +53,9 @@ RECIPE = {
 # notebook 08's settings for (a), the CNN + transformer decoder (its parameters cell)
 CAPTIONING = {
     "smoke": {"n_train": 200, "n_eval": 50, "epochs": 5, "d_model": 128, "layers": 2, "dropout": 0.1, "lr": 2e-3,
-              "batch": 64, "scst_epochs": 1, "n_blind": 40},
+              "batch": 64, "scst_epochs": 1, "scst_batch": 50, "n_blind": 40},
     "full": {"n_train": 6000, "n_eval": 1000, "epochs": 15, "d_model": 256, "layers": 3, "dropout": 0.2, "lr": 8e-4,
-             "batch": 64, "scst_epochs": 1, "n_blind": 200},
+             "batch": 64, "scst_epochs": 1, "scst_batch": 50, "n_blind": 200},
 }
 RECIPES = {"recipe": RECIPE, "captioning": CAPTIONING, "medical": MEDICAL}
 
@@ -162,9 +162,10 @@ def captioning_decoder(s: dict, run_dir: Path, device: torch.device, resume: boo
     dev_scores = captioning.dev_scorer(feats["val"], refs["val"], vocab)
     hist = captioning.train_decoder(decoder, loader, dev_scores, epochs=s["epochs"], lr=s["lr"], run_dir=run_dir / "xe",
                                     resume=resume, device=device, progress=progress, **levers)
-    xe, scst = captioning.self_critical(decoder, captioning.image_loader(train_feats, _per_process_batch(50)), vocab,
-                                        metrics.CiderD(refs["train"]), dev_scores, epochs=s["scst_epochs"],
-                                        run_dir=run_dir / "scst", resume=resume, device=device, progress=progress)
+    images = captioning.image_loader(train_feats, _per_process_batch(s["scst_batch"]))
+    xe, scst = captioning.self_critical(decoder, images, vocab, metrics.CiderD(refs["train"]), dev_scores,
+                                        epochs=s["scst_epochs"], run_dir=run_dir / "scst", resume=resume,
+                                        device=device, progress=progress)
     out = {"data_source": splits["train"].info.source, "n": {sp: len(rows) for sp, rows in index.items()},
            "vocab": len(vocab), "steps": hist.step, "best_step": hist.best_step, "train_seconds": round(hist.seconds, 1),
            "dev_xe": xe, "dev_scst": scst, "kept": "self-critical" if scst["dev_cider"] > xe["dev_cider"] else
