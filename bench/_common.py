@@ -138,7 +138,7 @@ def main(argv: list[str] | None, *, script: str, doc: str, title: str, labels: d
     p.add_argument("--device", help="cpu, cuda, mps (default: mmcourse.runtime.device())")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--rows", help=f"measure only these rows, comma-separated (of {', '.join(labels)}); "
+    p.add_argument("--only", help=f"measure only these rows, comma-separated (of {', '.join(labels)}); "
                                   "ratios that need another row are left out")
     p.add_argument("--row", choices=sorted(labels), help=argparse.SUPPRESS)  # child: measure one row
     p.add_argument("--row-result", help=argparse.SUPPRESS)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None, *, script: str, doc: str, title: str, labels: d
     hardware = results.hardware()
     print("hardware: " + ", ".join(f"{k} {v}" for k, v in hardware.items()), flush=True)
     start = time.perf_counter()
-    keys = args.rows.split(",") if args.rows else list(labels)
+    keys = args.only.split(",") if args.only else list(labels)
     unknown = [k for k in keys if k not in labels]
     if unknown:
         p.error(f"unknown rows {unknown}; this benchmark has {', '.join(labels)}")
@@ -168,8 +168,8 @@ def main(argv: list[str] | None, *, script: str, doc: str, title: str, labels: d
     print(table(rows, values))
     try:
         own = notes(rows, size)
-    except KeyError as err:  # a note that compares rows needs both: --rows left one out
-        own = [f"the benchmark's notes need the row {err} (left out by --rows)"]
+    except KeyError as err:  # a note that compares rows needs both: --only left one out
+        own = [f"the benchmark's notes need the row {err} (left out by --only)"]
     for line in own + common_notes(rows, labels):
         print("note: " + line)
     text, fields = extra() if extra else ("", {})

@@ -25,7 +25,7 @@ def test_quick_rows_ratios_and_inputs(tmp_path):
     out = tmp_path / "medical.json"
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "medical.py"), "--quick", "--device", "cpu",
-                           "--threads", "1", "--rows", "eager,fused,channels_last", "--json", str(out)],
+                           "--threads", "1", "--only", "eager,fused,channels_last", "--json", str(out)],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(out.read_text())
