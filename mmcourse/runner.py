@@ -30,6 +30,12 @@ from mmcourse.fileio import write_text_atomic
 from mmcourse.report import RECORD_ENV, read_record, summary_table, write_build_report
 
 
+# papermill makes nbclient raise when a cell's output messages arrive more than iopub_timeout seconds
+# after its reply (nbclient's default: 4 s). A loaded machine can take longer, and a graded notebook
+# was once stopped that way in the middle of a correct cell: wait longer before calling it stuck.
+IOPUB = {"iopub_timeout": 30}
+
+
 def _papermill_child(config_json: str) -> int:
     """Subprocess entry point: run papermill in-process, write a result file, exit.
 
@@ -60,7 +66,7 @@ def _papermill_child(config_json: str) -> int:
             cfg["input"], cfg["output"], parameters={"PROFILE": cfg["profile"]},
             kernel_name=cfg["kernel_name"], language=language, cwd=cfg["cwd"], progress_bar=False,
             log_output=True, execution_timeout=cfg["cell_timeout"], start_timeout=120,
-            **cfg.get("engine_kwargs", {}))
+            **(IOPUB | cfg.get("engine_kwargs", {})))
     except PapermillExecutionError as exc:
         result = {"status": "failed", "error": f"{exc.ename}: {exc.evalue}"}
     except CellTimeoutError as exc:
